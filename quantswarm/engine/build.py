@@ -66,7 +66,8 @@ def find_tool(name: str) -> Path | None:
 def require_tool(name: str) -> Path:
     p = find_tool(name)
     if p is None:
-        raise EngineError(f"{name} is not built: run `quantswarm engine build` (or set {name.upper().replace('-', '_')}_BIN)")
+        var = name.upper().replace("-", "_") + "_BIN"
+        raise EngineError(f"{name} is not built: run `quantswarm engine build` (or set {var})")
     return p
 
 
