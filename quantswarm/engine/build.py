@@ -98,6 +98,26 @@ def _sdist(source: Path | None) -> Path:
     return cached
 
 
+def source_tree(source: Path | None = None) -> Path:
+    """The llama.cpp tree vendored in the installed llama-cpp-python's sdist (extracted once, cached).
+
+    Holds ``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py`` and ``gguf-py`` of the same commit
+    as the Python binding.
+    """
+    sdist = _sdist(source)
+    work = llama_bin_root() / f"src-{binding_version()}"
+    if not (work / "done").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        with tarfile.open(sdist) as tar:
+            tar.extractall(work, filter="data")
+        (work / "done").write_text("ok")
+    trees = list(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    if not trees:
+        raise EngineError(f"{sdist} has no vendor/llama.cpp tree")
+    return trees[0]
+
+
 def build_tools(
     *, source: Path | None = None, backend: str = "auto", jobs: int | None = None, force: bool = False,
     log=print,
@@ -111,18 +131,7 @@ def build_tools(
     if not force and all((out / t).exists() for t in TOOLS):
         log(f"llama.cpp tools already built: {out}")
         return out
-    sdist = _sdist(source)
-    work = llama_bin_root() / f"src-{binding_version()}"
-    if not (work / "done").exists():
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
-        (work / "done").write_text("ok")
-    trees = list(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
-    if not trees:
-        raise EngineError(f"{sdist} has no vendor/llama.cpp tree")
-    tree = trees[0]
+    tree = source_tree(source)
     build = tree / f"build-{backend}"
     args = [
         "cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
