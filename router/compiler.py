@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantswarm.errors import ConfigError
+from router import TFIDF_FILE
 from router.labels import RoutingExample, load_labeled, split_examples
 from router.metric import CostAwareMetric
 from router.router_config import RouterConfig
 from router.swarm import Swarm
-
-TFIDF_FILE = "tfidf.json"
 
 
 @dataclass
