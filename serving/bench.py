@@ -1,0 +1,505 @@
+"""``quantswarm bench``: load a swarm, send N requests at a controlled rate over HTTP or the bus, report.
+
+Workload profiles (deterministic from the seed): ``short`` chat, long-context ``research`` (a passage
+sized to the smallest agent context plus a question), ``toolstorm`` (JSON tool calls in bursts of 10)
+and ``mixed`` (math / knowledge / code). The report has avg/p50/p95/p99 end-to-end latency, router
+decision latency, per-agent and aggregate tok/s, VRAM peak, energy and Wh per 1M generated tokens
+(n/a without NVML). Every request becomes a results-table row (``source="bench"``) and the summary is
+written as JSON. ``sweep`` repeats the bench over parallel slots x n_ctx (the capacity knee);
+``compare_modes`` runs one model sequentially against the co-resident swarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from quantswarm.energy import EnergyMeter, device_label
+from quantswarm.errors import ConfigError
+from quantswarm.registry import inspect_gguf, sha256_file
+from quantswarm.results import ResultRow, ResultsTable, new_run_id, prompt_hash, versions_json
+from serving.schemas import BusTask
+from serving.swarm_config import SwarmConfig
+from serving.validation import check_answer
+
+PROFILES = ("short", "research", "toolstorm", "mixed")
+TRANSPORTS = ("http", "bus")
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one bench run (the swarm itself comes from its spec).
+
+    Load: n, rate, concurrency, profile, model, max_tokens, transport, nats. Output: results, out.
+    Studies: sweep_parallel x sweep_ctx, compare_modes.
+    """
+
+    n: int = field(default=100, metadata={"help": "requests to send"})
+    rate: float = field(default=0.0, metadata={"help": "requests per second (0: as fast as concurrency allows)"})
+    concurrency: int = field(default=5, metadata={"help": "requests in flight at once"})
+    profile: str = field(default="mixed", metadata={"help": "workload profile", "choices": PROFILES})
+    model: str = field(default="auto", metadata={"help": "model field of every request (auto = routed)"})
+    max_tokens: int = field(default=16, metadata={"help": "max tokens per answer"})
+    transport: str = field(default="http", metadata={"help": "send over the gateway or the bus", "choices": TRANSPORTS})
+    nats: str = field(default="local", metadata={"help": "NATS URL for --transport bus, or `local` to start one"})
+    results: str = field(default="runs/results", metadata={"help": "results table the per-request rows go to"})
+    out: str = field(default="benchmarks/results", metadata={"help": "folder for the summary JSON"})
+    sweep_parallel: list[int] = field(default_factory=list, metadata={"help": "slots per agent to sweep"})
+    sweep_ctx: list[int] = field(default_factory=list, metadata={"help": "n_ctx values to sweep"})
+    compare_modes: bool = field(default=False, metadata={"help": "also run one model sequentially (mode study)"})
+    seed: int = field(default=0, metadata={"help": "workload seed"})
+    timeout_s: float = field(default=600.0, metadata={"help": "give up waiting for answers after this long"})
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"--profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"--transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
+        if self.n < 1 or self.concurrency < 1 or self.max_tokens < 1 or self.rate < 0:
+            raise ConfigError("--n, --concurrency and --max-tokens must be >= 1 and --rate >= 0")
+        if any(p < 1 for p in self.sweep_parallel) or any(c < 16 for c in self.sweep_ctx):
+            raise ConfigError("--sweep-parallel values must be >= 1 and --sweep-ctx values >= 16")
+
+
+@dataclass
+class WorkItem:
+    """One request of a workload: when to send it (seconds from start) and what."""
+
+    id: str
+    kind: str  # short | research | tool | math | knowledge | code
+    messages: list[dict]
+    at: float = 0.0
+    wants_json: bool = False
+    gold: str = ""
+
+
+@dataclass
+class Sample:
+    """What came back for one request."""
+
+    item: WorkItem
+    agent: str = ""
+    text: str = ""
+    ok: bool = False
+    error: str = ""
+    latency_ms: float = 0.0
+    route_ms: float = 0.0
+    route_source: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    fallbacks: int = 0
+
+
+# --- workloads -------------------------------------------------------------------------------
+
+_NAMES = ["Ada", "Linus", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret"]
+_CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Egypt", "Cairo"),
+             ("Canada", "Ottawa"), ("Kenya", "Nairobi"), ("Peru", "Lima")]
+_TOOLS = ["get_weather", "search_web", "read_file", "send_email"]
+_WORDS = ("the swarm keeps every agent loaded so requests never wait for a model swap while the router sends "
+          "easy questions to small quantized models and hard ones to larger ones memory bandwidth decides "
+          "decode speed on a GPU and batching across slots raises throughput until the compute saturates").split()
+
+
+def _item(kind: str, i: int, rng: random.Random, research_words: int) -> WorkItem:
+    if kind == "short":
+        name = rng.choice(_NAMES)
+        return WorkItem(f"short-{i}", kind, [{"role": "user", "content": f"Say hello to {name} in one sentence."}])
+    if kind == "research":
+        passage = " ".join(rng.choice(_WORDS) for _ in range(research_words))
+        q = "In one sentence, what does the passage say decides decode speed?"
+        return WorkItem(f"research-{i}", kind, [{"role": "system", "content": "Answer from the passage."},
+                                                 {"role": "user", "content": f"Passage: {passage}\n\n{q}"}])
+    if kind == "tool":
+        tool = rng.choice(_TOOLS)
+        return WorkItem(f"tool-{i}", kind, [{"role": "user", "content": f'Call the tool {tool}. Reply only with JSON '
+                                             f'like {{"tool": "{tool}", "args": {{}}}}.'}], wants_json=True)
+    if kind == "math":
+        a, b = rng.randint(2, 49), rng.randint(2, 49)
+        return WorkItem(f"math-{i}", kind, [{"role": "user", "content": f"What is {a} + {b}? Answer with the number."}],
+                        gold=str(a + b))
+    if kind == "knowledge":
+        country, capital = rng.choice(_CAPITALS)
+        return WorkItem(f"knowledge-{i}", kind, [{"role": "user", "content": f"What is the capital of {country}?"}],
+                        gold=capital)
+    fn = rng.choice(["square", "double", "negate", "halve"])
+    return WorkItem(f"code-{i}", "code", [{"role": "user", "content": f"Write a Python function {fn}(x). "
+                                           "Reply with one ```python code block."}])
+
+
+def make_workload(profile: str, n: int, rate: float, seed: int = 0, min_ctx: int = 512) -> list[WorkItem]:
+    """``n`` requests of a profile with send times: evenly at ``rate``/s, or bursts of 10 for toolstorm."""
+    rng = random.Random(seed)
+    research_words = max(20, min(400, int(min_ctx * 0.6)))  # ~1.3 tokens a word: leaves room for the answer
+    kinds = {"short": ["short"], "research": ["research"], "toolstorm": ["tool"],
+             "mixed": ["math", "knowledge", "code", "short"]}[profile]
+    items = [_item(kinds[i % len(kinds)], i, rng, research_words) for i in range(n)]
+    step = 1.0 / rate if rate > 0 else 0.0
+    for i, it in enumerate(items):
+        it.at = (i // 10) * 10 * step if profile == "toolstorm" else i * step
+    return items
+
+
+def is_correct(item: WorkItem, text: str, role: str) -> bool:
+    """Gold-bearing items: the gold appears in the answer; others: the answer passes validation."""
+    if item.gold:
+        return item.gold.lower() in text.lower()
+    return check_answer(text, role=role, wants_json=item.wants_json) is None
+
+
+# --- drivers -------------------------------------------------------------------------------------
+
+async def _paced(items: list[WorkItem], concurrency: int, send: Callable, progress: Callable[[Sample], None]
+                 ) -> list[Sample]:
+    sem = asyncio.Semaphore(concurrency)
+    t0 = time.monotonic()
+
+    async def one(it: WorkItem) -> Sample:
+        delay = it.at - (time.monotonic() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with sem:
+            s = await send(it)
+        progress(s)
+        return s
+
+    return await asyncio.gather(*(one(it) for it in items))
+
+
+async def run_http(url: str, items: list[WorkItem], bc: BenchConfig, progress, api_key: str | None = None
+                   ) -> list[Sample]:
+    """Send ``items`` to a gateway's /v1/chat/completions with bounded concurrency."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=bc.timeout_s, headers=headers) as client:
+        async def send(it: WorkItem) -> Sample:
+            body = {"model": bc.model, "messages": it.messages, "max_tokens": bc.max_tokens, "temperature": 0.0}
+            if it.wants_json:
+                body["response_format"] = {"type": "json_object"}
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                return Sample(it, error=f"{type(exc).__name__}: {exc}", latency_ms=(time.perf_counter() - t) * 1000)
+            ms = (time.perf_counter() - t) * 1000
+            if r.status_code != 200:
+                return Sample(it, error=f"HTTP {r.status_code}: {r.text[:200]}", latency_ms=ms)
+            d = r.json()
+            q = d.get("quantswarm", {})
+            usage = d.get("usage") or {}
+            return Sample(it, agent=d.get("model", ""), text=d["choices"][0]["message"].get("content") or "", ok=True,
+                          latency_ms=ms, route_ms=q.get("route", {}).get("latency_ms", 0.0),
+                          route_source=q.get("route", {}).get("source", ""),
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          fallbacks=len(q.get("fallbacks", [])))
+
+        return await _paced(items, bc.concurrency, send, progress)
+
+
+async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, run_id: str, progress
+                  ) -> tuple[list[Sample], int]:
+    """Publish ``items`` as bus tasks at the paced rate, consume them on ``swarm``, collect results and dead letters.
+
+    Returns the samples and the number of dead letters.
+    """
+    from nats.js import api
+
+    from serving.bus import BusWorker, connect, ensure_stream, publish_task
+
+    spec = copy.deepcopy(swarm.cfg.bus)
+    spec.url = nats_url
+    spec.concurrency = bc.concurrency
+    nc = await connect(spec)
+    js = nc.jetstream()
+    await ensure_stream(js, spec)
+    sent: dict[str, float] = {}
+    by_id = {f"{run_id}.{it.id}": it for it in items}
+    samples: dict[str, Sample] = {}
+    done = asyncio.Event()
+    dead = 0
+
+    async def on_result(m) -> None:
+        d = json.loads(m.data)
+        tid = d.get("id")
+        if tid in by_id and tid not in samples:
+            it = by_id[tid]
+            s = Sample(it, agent=d["agent"], text=d["text"], ok=True,
+                       latency_ms=(time.perf_counter() - sent.get(tid, time.perf_counter())) * 1000,
+                       route_ms=d.get("route_ms", 0.0), route_source=d.get("route_source", ""),
+                       prompt_tokens=d.get("prompt_tokens", 0), completion_tokens=d.get("completion_tokens", 0),
+                       fallbacks=len(d.get("fallbacks", [])))
+            samples[tid] = s
+            progress(s)
+        if len(samples) + dead >= len(items):
+            done.set()
+
+    async def on_dead(m) -> None:
+        nonlocal dead
+        d = json.loads(m.data)
+        tid = d.get("id")
+        if tid in by_id and tid not in samples:
+            samples[tid] = Sample(by_id[tid], error=f"dead-lettered: {d.get('reason')}")
+            dead += 1
+            progress(samples[tid])
+        if len(samples) >= len(items):
+            done.set()
+
+    new = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW)
+    subs = [await js.subscribe(spec.results_subject, stream=spec.stream, cb=on_result, ordered_consumer=True,
+                               config=new),
+            await js.subscribe(spec.dead_subject, stream=spec.stream, cb=on_dead, ordered_consumer=True, config=new)]
+    stop = asyncio.Event()
+    worker = asyncio.create_task(BusWorker(swarm, spec, log=lambda _m: None).run(stop))
+    t0 = time.monotonic()
+    for tid, it in by_id.items():
+        delay = it.at - (time.monotonic() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[tid] = time.perf_counter()
+        await publish_task(js, spec, BusTask(id=tid, model=bc.model, messages=it.messages, max_tokens=bc.max_tokens,
+                                             response_format={"type": "json_object"} if it.wants_json else None,
+                                             meta={"run_id": run_id}))
+    try:
+        await asyncio.wait_for(done.wait(), timeout=bc.timeout_s)
+    except TimeoutError:
+        pass
+    finally:
+        stop.set()
+        await worker
+        for s in subs:
+            await s.unsubscribe()
+        await nc.drain()
+    out = [samples.get(tid) or Sample(it, error="no result within the timeout") for tid, it in by_id.items()]
+    return out, dead
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -> dict:
+    """Latency percentiles, router latency, tok/s per agent and in aggregate, VRAM and energy."""
+    ok = [s for s in samples if s.ok]
+    lat = np.array([s.latency_ms for s in ok]) if ok else np.array([np.nan])
+    route = np.array([s.route_ms for s in ok if s.route_source not in ("", "named")] or [0.0])
+    tokens = sum(s.completion_tokens for s in ok)
+    per_agent: dict[str, dict] = defaultdict(lambda: {"requests": 0, "completion_tokens": 0})
+    for s in ok:
+        per_agent[s.agent]["requests"] += 1
+        per_agent[s.agent]["completion_tokens"] += s.completion_tokens
+    for a in per_agent.values():
+        a["tok_s"] = round(a["completion_tokens"] / wall_s, 2) if wall_s > 0 else None
+    joules = meter.joules if meter else None
+    return {
+        "requests": len(samples), "ok": len(ok), "errors": len(samples) - len(ok),
+        "fallbacks": sum(s.fallbacks for s in ok), "wall_s": round(wall_s, 3),
+        "latency_ms": {"avg": _r(lat.mean()), "p50": _r(np.percentile(lat, 50)), "p95": _r(np.percentile(lat, 95)),
+                       "p99": _r(np.percentile(lat, 99))},
+        "router_ms": {"avg": _r(route.mean()), "p95": _r(np.percentile(route, 95))},
+        "completion_tokens": tokens, "tok_s": round(tokens / wall_s, 2) if wall_s > 0 else None,
+        "req_s": round(len(ok) / wall_s, 3) if wall_s > 0 else None,
+        "per_agent": dict(per_agent),
+        "vram_peak_mib": meter.peak_vram_mib if meter else None,
+        "joules": joules, "wh_per_mtok": meter.wh_per_mtok(tokens) if meter else None,
+    }
+
+
+def _r(x: float) -> float | None:
+    return None if x != x else round(float(x), 2)
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    """The summary as printable rows (one aggregate row, then one per agent)."""
+    lat = summary["latency_ms"]
+    na = "n/a"
+    rows = [{"scope": "all", "requests": summary["ok"], "errors": summary["errors"], "tok/s": summary["tok_s"],
+             "avg_ms": lat["avg"], "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"],
+             "router_ms": summary["router_ms"]["avg"],
+             "vram_peak_MiB": na if summary["vram_peak_mib"] is None else round(summary["vram_peak_mib"]),
+             "J": na if summary["joules"] is None else round(summary["joules"], 1),
+             "Wh/1Mtok": na if summary["wh_per_mtok"] is None else round(summary["wh_per_mtok"], 2)}]
+    for name, a in sorted(summary["per_agent"].items()):
+        rows.append({"scope": name, "requests": a["requests"], "tok/s": a["tok_s"]})
+    return rows
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def _agent_facts(cfg: SwarmConfig) -> dict[str, dict]:
+    facts = {}
+    for n, a in cfg.agents.items():
+        info = inspect_gguf(a.model)
+        facts[n] = {"model_file": Path(a.model).name, "model_sha": sha256_file(a.model), "quant": info.file_type}
+    return facts
+
+
+def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: str, extra: dict) -> list[ResultRow]:
+    facts = _agent_facts(cfg)
+    device = device_label()
+    versions = versions_json({"bench": json.dumps({"transport": bc.transport, "concurrency": bc.concurrency,
+                                                   "rate": bc.rate, "profile": bc.profile, **extra},
+                                                  sort_keys=True)})
+    rows = []
+    for s in samples:
+        f = facts.get(s.agent, {"model_file": "", "model_sha": "", "quant": ""})
+        role = cfg.agents[s.agent].role if s.agent in cfg.agents else "general"
+        prompt = json.dumps(s.item.messages)
+        rows.append(ResultRow(
+            run_id=run_id, agent=s.agent or "(none)", model_file=f["model_file"], model_sha=f["model_sha"],
+            quant=f["quant"], task=f"serving-{bc.profile}", dataset=bc.profile, split="bench", item_id=s.item.id,
+            output=s.text if s.ok else f"[error] {s.error}", extracted="", gold=s.item.gold,
+            correct=s.ok and is_correct(s.item, s.text, role), source="bench", backend="llama-server",
+            subject=s.item.kind, prompt_hash=prompt_hash(prompt), prompt=prompt, prompt_tokens=s.prompt_tokens,
+            completion_tokens=s.completion_tokens, latency_ms=s.latency_ms, seed=bc.seed, device=device,
+            versions=versions,
+        ))
+    return rows
+
+
+def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print, label: str = "swarm",
+               sequential: bool = False) -> dict:
+    """Start the swarm, run one workload over HTTP or the bus, write rows + summary; returns the summary."""
+    from tqdm import tqdm
+
+    from serving.gateway import GatewayServer
+    from serving.natsd import LocalNats
+    from serving.swarm import Swarm
+    from serving.workers import port_free
+
+    cfg = copy.deepcopy(cfg)
+    cfg.monitor.enabled = False  # the EnergyMeter below covers the run
+    if not port_free(cfg.gateway.host, cfg.gateway.port):
+        from quantswarm.engine.server import free_port
+
+        cfg.gateway.port = free_port()
+    run_id = new_run_id(f"bench-{label}")
+    concurrency = 1 if sequential else bc.concurrency
+    bcx = copy.deepcopy(bc)
+    bcx.concurrency = concurrency
+    min_ctx = min(a.n_ctx for a in cfg.agents.values())
+    items = make_workload(bc.profile, bc.n, bc.rate, bc.seed, min_ctx=min_ctx)
+    swarm = Swarm(cfg, log=log)
+    nats_srv = None
+    try:
+        swarm.make_plan()
+        swarm.start()
+        bar = tqdm(total=len(items), desc=f"bench {label}", unit="req", leave=False)
+
+        def progress(_s: Sample) -> None:
+            bar.update(1)
+
+        meter = EnergyMeter(cfg.vram.gpu)
+        with meter:
+            t0 = time.perf_counter()
+            if bc.transport == "http":
+                with GatewayServer(swarm) as gw:
+                    samples = asyncio.run(run_http(gw.url, items, bcx, progress, cfg.gateway.api_key))
+                dead = 0
+            else:
+                url = bc.nats
+                if url == "local":
+                    nats_srv = LocalNats()
+                    url = nats_srv.url
+                samples, dead = asyncio.run(run_bus(swarm, url, items, bcx, run_id, progress))
+            wall = time.perf_counter() - t0
+        bar.close()
+    finally:
+        swarm.close()
+        if nats_srv is not None:
+            nats_srv.close()
+    summary = summarize(samples, wall, meter)
+    summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
+                    "concurrency": concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens, "dead_lettered": dead,
+                    "device": device_label(), "spec": cfg.path,
+                    "agents": {n: {"n_ctx": a.n_ctx, "parallel": a.parallel,
+                                   "n_gpu_layers": swarm.plan.agents[n].n_gpu_layers} for n, a in cfg.agents.items()}})
+    written = ResultsTable(bc.results).append(to_rows(samples, cfg, bcx, run_id, {"label": label}))
+    out = Path(bc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"serving-{run_id}.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    summary["summary_file"] = str(path)
+    log(f"{written} rows -> {bc.results} (run {run_id}); summary -> {path}")
+    return summary
+
+
+def run_bench(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """The `bench` verb: one run, or the slots x n_ctx sweep, or the execution-mode comparison; prints tables."""
+    from serving.serve import format_table
+
+    if bc.sweep_parallel or bc.sweep_ctx:
+        return run_sweep(cfg, bc, log)
+    summary = bench_once(cfg, bc, log, label="swarm")
+    log(format_table(summary_rows(summary)))
+    result = {"swarm": summary}
+    if bc.compare_modes:
+        result.update(compare_modes(cfg, bc, log, swarm_summary=summary))
+    return result
+
+
+def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None], swarm_summary: dict) -> dict:
+    """Sequential single model (the default agent, 1 slot, one request at a time) vs the co-resident swarm."""
+    from serving.serve import format_table
+
+    single = copy.deepcopy(cfg)
+    name = cfg.default_agent()
+    single.agents = {name: single.agents[name]}
+    single.agents[name].parallel = 1
+    single.fallback = []
+    single.router.default_agent = name
+    single.router.agent = None
+    single.router.program = None
+    seq = bench_once(single, BenchConfig(**{**asdict(bc), "model": "auto"}), log, label="sequential",
+                     sequential=True)
+    rows = []
+    for label, s in (("sequential single model", seq), ("co-resident swarm", swarm_summary)):
+        rows.append({"mode": label, "requests": s["ok"], "wall_s": s["wall_s"], "req/s": s["req_s"],
+                     "tok/s": s["tok_s"], "p50_ms": s["latency_ms"]["p50"], "p95_ms": s["latency_ms"]["p95"]})
+    log(format_table(rows))
+    return {"sequential": seq, "modes": rows}
+
+
+def run_sweep(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Bench every (parallel, n_ctx) pair on all agents and mark the capacity knee."""
+    from serving.serve import format_table
+
+    pars = bc.sweep_parallel or [None]
+    ctxs = bc.sweep_ctx or [None]
+    rows = []
+    for par in pars:
+        for ctx in ctxs:
+            c = copy.deepcopy(cfg)
+            for a in c.agents.values():
+                a.parallel = par or a.parallel
+                a.n_ctx = ctx or a.n_ctx
+            conc = max(bc.concurrency, c.total_slots())
+            s = bench_once(c, BenchConfig(**{**asdict(bc), "concurrency": conc, "sweep_parallel": [],
+                                            "sweep_ctx": []}), log, label=f"p{par or 'spec'}-c{ctx or 'spec'}")
+            rows.append({"parallel": par or "spec", "n_ctx": ctx or "spec", "concurrency": conc,
+                         "tok/s": s["tok_s"], "req/s": s["req_s"], "p50_ms": s["latency_ms"]["p50"],
+                         "p95_ms": s["latency_ms"]["p95"], "errors": s["errors"], "run_id": s["run_id"]})
+    knee = capacity_knee(rows)
+    for i, r in enumerate(rows):
+        r["knee"] = "<-" if i == knee else ""
+    log(format_table(rows))
+    out = Path(bc.out) / f"serving-sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(rows, indent=2, default=str))
+    log(f"sweep -> {out}")
+    return {"sweep": rows, "knee": knee, "file": str(out)}
+
+
+def capacity_knee(rows: list[dict], gain: float = 0.10) -> int | None:
+    """Index of the first configuration after which throughput grows by less than ``gain`` (10%)."""
+    tps = [r["tok/s"] or 0.0 for r in rows]
+    for i in range(len(tps) - 1):
+        if tps[i] > 0 and (tps[i + 1] - tps[i]) / tps[i] < gain:
+            return i
+    return len(tps) - 1 if tps else None
