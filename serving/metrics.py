@@ -72,7 +72,7 @@ class Metrics:
             head(name, "summary")
             lines.append(f"{name}_sum{_labels(dict(lab))} {total:.3f}")
             lines.append(f"{name}_count{_labels(dict(lab))} {count:g}")
-        for name, lab, v, help in gauges:
+        for name, lab, v, help in sorted(gauges, key=lambda g: g[0]):
             head(name, "gauge", help)
             lines.append(f"{name}{_labels(lab)} {v:g}")
         return "\n".join(lines) + "\n"

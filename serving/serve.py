@@ -51,13 +51,13 @@ def serve(cfg: SwarmConfig, *, host: str | None = None, port: int | None = None,
     swarm = Swarm(cfg, log=log)
     plan = swarm.make_plan()
     log(describe_plan(cfg, plan))
-    # SIGTERM behaves like Ctrl-C while loading, so workers are cleaned up either way
-    old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM behaves like Ctrl-C (uvicorn re-raises the signal it caught after its own shutdown),
+    # so the finally block below always stops the workers
+    old = signal.signal(signal.SIGTERM, _sigterm)
     try:
         swarm.start()
         rows = swarm.supervisor.measured_vs_plan()
         log("planner vs measured after load:\n" + format_table(rows))
-        signal.signal(signal.SIGTERM, old)
         host = host or cfg.gateway.host
         port = port or cfg.gateway.port
         use_bus = cfg.bus.enabled if bus is None else bus
@@ -72,6 +72,10 @@ def serve(cfg: SwarmConfig, *, host: str | None = None, port: int | None = None,
         swarm.close()
         if swarm.monitor is not None and swarm.monitor.samples:
             log(f"monitor: {swarm.monitor.samples} samples in {swarm.monitor.csv_path}")
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 async def _run(swarm: Swarm, host: str, port: int, use_bus: bool, log: Callable[[str], None]) -> None:

@@ -70,7 +70,7 @@ class Swarm:
         self.supervisor: Supervisor | None = None
         self.router: SwarmRouter | None = None
         self.monitor: Monitor | None = None
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
         self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -116,13 +116,14 @@ class Swarm:
 
     # --- helpers ---------------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
+        """One async client per event loop (the gateway's and the bus's loops differ)."""
         loop = asyncio.get_running_loop()
-        c = self._clients.get(id(loop))
-        if c is None:
-            c = httpx.AsyncClient(timeout=self.cfg.gateway.request_timeout_s,
-                                  limits=httpx.Limits(max_connections=4 * self.cfg.total_slots() + 8))
-            self._clients[id(loop)] = c
-        return c
+        held = self._clients.get(id(loop))
+        if held is None or held[0] is not loop:
+            held = (loop, httpx.AsyncClient(timeout=self.cfg.gateway.request_timeout_s,
+                                            limits=httpx.Limits(max_connections=4 * self.cfg.total_slots() + 8)))
+            self._clients[id(loop)] = held
+        return held[1]
 
     async def route(self, req: ChatRequest) -> RouteInfo:
         if req.model != "auto":
