@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from quantswarm.errors import ConfigError, EngineError
@@ -39,7 +39,7 @@ def _quiet_stderr(log: Path):
     """Send the C library's per-tensor chatter (fd 2) to ``log`` while quantizing."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(log, "w") as f:
+    with open(log, "w") as f, redirect_stderr(f):  # llama-cpp-python's log callback writes to sys.stderr
         os.dup2(f.fileno(), 2)
         try:
             yield
