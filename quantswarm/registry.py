@@ -44,6 +44,7 @@ class ModelInfo:
     layer_bytes: dict[int, int] = field(default_factory=dict)  # per transformer block
     other_bytes: int = 0  # embeddings, output head, norms
     tensor_types: dict[str, int] = field(default_factory=dict)  # quant type -> tensor count
+    other_tensors: dict[str, int] = field(default_factory=dict)  # bytes of each non-block tensor (token_embd, output)
 
     @property
     def bits_per_weight(self) -> float:
@@ -94,6 +95,7 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
     head_dim = int(meta("attention.key_length", 0) or (n_embd // max(n_head, 1)))
     layer_bytes: dict[int, int] = defaultdict(int)
     other = n_params = 0
+    other_tensors: dict[str, int] = {}
     types: dict[str, int] = defaultdict(int)
     data_end = 0
     for t in reader.tensors:
@@ -106,6 +108,7 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
             layer_bytes[int(m.group(1))] += nbytes
         else:
             other += nbytes
+            other_tensors[t.name] = nbytes
     if data_end > size:
         raise ModelFileError(f"{p}: truncated GGUF (tensor data ends at byte {data_end}, file has {size})")
     ftype = _field_value(reader, "general.file_type")
@@ -127,6 +130,7 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
         layer_bytes=dict(layer_bytes),
         other_bytes=other,
         tensor_types=dict(types),
+        other_tensors=other_tensors,
     )
 
 

@@ -14,7 +14,6 @@ spec order; each takes as many layers as still fit. Pinned ``n_gpu_layers`` are 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from quantswarm.errors import ConfigError, QuantswarmError
@@ -22,15 +21,6 @@ from quantswarm.registry import ModelInfo, inspect_gguf
 from serving.swarm_config import AgentSpec, SwarmConfig
 
 MIB = 2**20
-
-
-@lru_cache(maxsize=64)
-def head_tensors(path: str) -> tuple[int, int, int]:
-    """(output.weight, token_embd.weight, output_norm.weight) bytes of a GGUF (0 when absent)."""
-    import gguf
-
-    sizes = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(path).tensors}
-    return sizes.get("output.weight", 0), sizes.get("token_embd.weight", 0), sizes.get("output_norm.weight", 0)
 
 
 @dataclass
@@ -51,7 +41,8 @@ class ModelShape:
 
     @classmethod
     def from_gguf(cls, info: ModelInfo, kv_type_bytes: float = 2.0) -> ModelShape:
-        out_w, embd, norm = head_tensors(str(info.path))
+        named = info.other_tensors
+        out_w, embd, norm = (named.get(k, 0) for k in ("output.weight", "token_embd.weight", "output_norm.weight"))
         return cls(
             n_layers=info.n_layers,
             layer_bytes=[info.layer_bytes.get(i, 0) for i in range(info.n_layers)],

@@ -51,6 +51,7 @@ class Worker:
 
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is usable, as for the server
         try:
             s.bind((host, port))
         except OSError:
