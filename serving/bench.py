@@ -214,7 +214,7 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
     """
     from nats.js import api
 
-    from serving.bus import BusWorker, connect, ensure_stream, publish_task
+    from serving.bus import BusWorker, close, connect, ensure_stream, publish_task
 
     spec = copy.deepcopy(swarm.cfg.bus)
     spec.url = nats_url
@@ -276,9 +276,7 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
     finally:
         stop.set()
         await worker
-        for s in subs:
-            await s.unsubscribe()
-        await nc.drain()
+        await close(nc, *subs)
     out = [samples.get(tid) or Sample(it, error="no result within the timeout") for tid, it in by_id.items()]
     return out, dead
 

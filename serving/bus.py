@@ -84,6 +84,7 @@ class BusWorker:
         """Consume until ``stop`` is set (or the task is cancelled); in-flight tasks finish or are nak'ed."""
         stop = stop or asyncio.Event()
         nc = await connect(self.spec)
+        sub = None
         try:
             js = nc.jetstream()
             await ensure_stream(js, self.spec)
@@ -114,7 +115,7 @@ class BusWorker:
                 if running:
                     await asyncio.gather(*running, return_exceptions=True)
         finally:
-            await nc.drain()
+            await close(nc, sub)
 
     async def _guarded(self, js, msg, slots: asyncio.Semaphore) -> None:
         async with slots:
@@ -174,12 +175,22 @@ class BusWorker:
         result = BusResult(id=task.id, agent=out.agent, text=out.text, prompt_tokens=out.prompt_tokens,
                            completion_tokens=out.completion_tokens, latency_ms=out.latency_ms,
                            route_source=out.route.source, route_ms=out.route.latency_ms, fallbacks=out.fallbacks,
+                           failovers=out.failovers,
                            worker_host=self.host, meta=task.meta)
         await js.publish(self.spec.results_subject, result.model_dump_json().encode(),
                          headers={MSG_ID: f"result:{task.id}"})
         await msg.ack()  # only after the result is stored
         self.completed += 1
         self.swarm.metrics.inc("quantswarm_bus_tasks_total", outcome="completed")
+
+
+async def close(nc, *subs) -> None:
+    """Unsubscribe, flush pending acks/publishes, close (a drain would wait out its timeout on a pull subscription)."""
+    for s in subs:
+        if s is not None:
+            await _quiet(s.unsubscribe())
+    await _quiet(nc.flush(timeout=5))
+    await nc.close()
 
 
 async def _quiet(coro) -> None:

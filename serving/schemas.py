@@ -111,6 +111,7 @@ class BusResult(BaseModel):
     route_source: str = ""
     route_ms: float = 0.0
     fallbacks: list[dict] = Field(default_factory=list)
+    failovers: list[dict] = Field(default_factory=list)
     worker_host: str = ""
     meta: dict = Field(default_factory=dict)
 

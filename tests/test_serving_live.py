@@ -23,7 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from quantswarm.results import ResultsTable
-from serving.bus import BusWorker, collect, connect, ensure_stream, publish_raw, publish_task
+from serving.bus import BusWorker, close, collect, connect, ensure_stream, publish_raw, publish_task
 from serving.gateway import GatewayServer
 from serving.natsd import LocalNats
 from serving.quants import quantize
@@ -241,7 +241,7 @@ async def _bus_scenario(swarm):
         await run
         # nothing more is stored: each task ended as exactly one result or one dead letter
         extra = await collect(js, spec, spec.results_subject, expect=len(valid) + 1, timeout=1.5)
-        await nc.drain()
+        await close(nc)
     assert killed
     assert sorted(r["id"] for r in results) == valid and len(extra) == len(valid)
     assert len(results) + len(dead) == published
@@ -251,6 +251,7 @@ async def _bus_scenario(swarm):
     assert "'ghost' is not an agent" in reasons["bad-2"]
     assert reasons["bad-3"].startswith("invalid task: colour")
     assert all(r["text"] and r["agent"] in swarm.cfg.agents for r in results)
+    assert any(r["failovers"] and r["failovers"][0]["agent"] == "chat" for r in results)  # in flight at the kill
     assert worker.completed == len(valid) and worker.dead == len(malformed)
     assert swarm.supervisor.wait_up("chat", 60)
 
