@@ -1,0 +1,110 @@
+"""Back to the swarm: merge the LoRA, convert to GGUF with llama.cpp's converter, requantize.
+
+The converters are llama.cpp's own (``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py``)
+from the llama.cpp tree vendored in the installed llama-cpp-python, run with this Python and
+that tree's ``gguf-py``. Merging happens on HF weights, so the converter applies the q/k
+permutation of the llama architecture to the merged weights itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from quantswarm.engine.build import source_tree
+from quantswarm.errors import EngineError, QuantswarmError
+
+
+class ExportError(QuantswarmError):
+    """Merging, converting or quantizing the repaired model failed."""
+
+
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
+                  log: Callable[[str], None] = print) -> Path:
+    """Base weights + LoRA merged into plain HF weights (safetensors) with the tokenizer, in ``out_dir``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    log(f"merging adapter {adapter_dir} into {base_dir}")
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def _run_converter(script: str, args: list[str], log: Callable[[str], None]) -> None:
+    tree = source_tree()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(tree / script), *args]
+    log(f"running llama.cpp {script}")
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip()[-1200:]
+        hint = " (pip install sentencepiece: the converter imports it)" if "sentencepiece" in tail else ""
+        raise ExportError(f"{script} failed (exit {res.returncode}){hint}:\n{tail}")
+    log(f"{script} done in {time.monotonic() - t0:.1f}s")
+
+
+def hf_to_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16",
+               log: Callable[[str], None] = print) -> Path:
+    """Convert an HF model folder to a GGUF file (F16 by default) with ``convert_hf_to_gguf.py``."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _run_converter("convert_hf_to_gguf.py", [str(hf_dir), "--outfile", str(out_path), "--outtype", outtype], log)
+    return out_path
+
+
+def lora_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_path: str | Path, outtype: str = "f16",
+                 log: Callable[[str], None] = print) -> Path:
+    """Convert a peft LoRA adapter to a GGUF LoRA (loadable with ``lora_path``) with ``convert_lora_to_gguf.py``."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _run_converter("convert_lora_to_gguf.py",
+                   [str(adapter_dir), "--base", str(base_dir), "--outfile", str(out_path), "--outtype", outtype], log)
+    return out_path
+
+
+def quantize(src: str | Path, dst: str | Path, qtype: str) -> Path:
+    """Quantize a GGUF to ``qtype`` (requantizing allowed): evals' ladder quantizer when present."""
+    try:
+        from evals.ladder import quantize as ladder_quantize
+    except ImportError:
+        return _quantize(src, dst, qtype)
+    return Path(ladder_quantize(src, dst, qtype) or dst)
+
+
+def _quantize(src: str | Path, dst: str | Path, qtype: str) -> Path:
+    """llama.cpp's quantizer through the Python binding (used until ``evals.ladder`` exists)."""
+    import llama_cpp
+
+    name = "LLAMA_FTYPE_MOSTLY_" + qtype.upper()
+    if not hasattr(llama_cpp, name):
+        raise ExportError(f"llama.cpp has no quant type {qtype!r}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, name)
+    params.allow_requantize = True
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
+        raise EngineError(f"llama.cpp could not quantize {src} to {qtype}")
+    return dst
+
+
+def export_repaired(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str, qtype: str,
+                    log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Merged HF folder, F16 GGUF, ``qtype`` GGUF and GGUF LoRA of a repaired agent, under ``out_dir``."""
+    out_dir = Path(out_dir)
+    merged = merge_adapter(base_dir, adapter_dir, out_dir / "merged-hf", log=log)
+    f16 = hf_to_gguf(merged, out_dir / f"{name}-repaired-F16.gguf", "f16", log=log)
+    log(f"requantizing to {qtype}")
+    quant = quantize(f16, out_dir / f"{name}-repaired-{qtype}.gguf", qtype)
+    lora = lora_to_gguf(adapter_dir, base_dir, out_dir / f"{name}-repair-lora-F16.gguf", "f16", log=log)
+    return {"merged_hf": merged, "f16": f16, "quant": quant, "lora": lora}

@@ -1,0 +1,139 @@
+"""``RepairConfig``: every setting of a DPO repair run, documented and validated in one place.
+
+Headings follow trl's ``DPOConfig``: models / data (mining and pairs) / training / export / proof.
+``repair run`` turns its flags into this dataclass; nothing else reads flags.
+
+Models:
+    agent (`str`): GGUF of the agent at reference precision (path or catalogue name).
+    quant (`str`, default `"Q2_K"`): the degraded quant type the agent runs at and is repaired at.
+    hf_model (`str`, default `""`): HF weights of the reference; empty = dequantize ``agent`` with transformers.
+    expert (`str`, default `""`): optional larger GGUF that also proposes silver-bullet traces.
+Data:
+    task, train_items, samples_k, sample_temperature, gold_fallback, max_length, ...
+Training:
+    beta (0.1), learning_rate (5e-5), epochs (1), max_steps (-1), batch_size, grad_accum, lora_r, lora_alpha,
+    lora_targets, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), seed.
+Proof:
+    eval_items, mmlu_task, mmlu_items, n_bootstrap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantswarm.errors import ConfigError
+
+QUANT_TYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1",
+               "Q4_0", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "Q2_K_S")
+SOURCES = ("reference", "expert", "gold")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+@dataclass
+class RepairConfig:
+    """Settings of one repair run: mine failures, build pairs, DPO-train a LoRA, export GGUF, prove it."""
+
+    # --- models -------------------------------------------------------------------------------
+    agent: str = field(default="", metadata={
+        "help": "GGUF of the agent at reference precision (F16/Q8_0/...): path or catalogue name. The degraded "
+                "agent is this file requantized to --quant; this file is also the reference the gap is measured to."})
+    quant: str = field(default="Q2_K", metadata={
+        "help": "Quant type of the degraded agent, and of the repaired GGUF.", "choices": list(QUANT_TYPES)})
+    hf_model: str = field(default="", metadata={
+        "help": "Folder with HF safetensors weights of the reference. Empty: dequantize the agent GGUF with "
+                "transformers (gguf_file=...)."})
+    expert: str = field(default="", metadata={
+        "help": "Optional larger GGUF asked for a verified-correct trace when the reference fails."})
+    out_dir: str = field(default="runs/repair", metadata={
+        "help": "Folder for everything the run writes: models, results table, pairs, adapter, report."})
+    results: str = field(default="", metadata={
+        "help": "Results-table folder the evals append to. Empty: <out_dir>/results."})
+    backend: str = field(default="llama-cpp-python", metadata={
+        "help": "llama.cpp backend for sampling and evals.", "choices": ["auto", "llama-server", "llama-cpp-python"]})
+    n_ctx: int = field(default=2048, metadata={"help": "llama.cpp context size for sampling and evals."})
+    parallel: int = field(default=1, metadata={"help": "Concurrent requests per model in sampling and evals."})
+    n_gpu_layers: int = field(default=0, metadata={"help": "Layers llama.cpp offloads to the GPU (-1: all)."})
+
+    # --- data: mining and preference pairs ----------------------------------------------------
+    task: str = field(default="gsm8k_cot_zeroshot", metadata={
+        "help": "Generation task whose failures are mined and whose prompt the pairs use."})
+    train_items: int = field(default=200, metadata={
+        "help": "GSM8K *train* items the degraded agent answers; its failures become pairs."})
+    samples_k: int = field(default=4, metadata={
+        "help": "Tries per failure to sample a correct trace from the reference (and the expert)."})
+    sample_temperature: float = field(default=0.7, metadata={
+        "help": "Sampling temperature for those tries (> 0)."})
+    gold_fallback: bool = field(default=True, metadata={
+        "help": "When no model produced a verified trace, use the gold rationale in the answer format."})
+    max_length: int = field(default=768, metadata={
+        "help": "Longest prompt+completion in tokens; longer pairs are dropped (not truncated)."})
+
+    # --- training -----------------------------------------------------------------------------
+    beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the KL tie to the reference."})
+    learning_rate: float = field(default=5e-5, metadata={
+        "help": "AdamW learning rate for the LoRA weights (replaces DPOConfig's 1e-6, which is for full fine-tunes)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the pairs."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    batch_size: int = field(default=4, metadata={"help": "Pairs per device per forward pass."})
+    grad_accum: int = field(default=2, metadata={"help": "Forward passes per optimizer step."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_targets: str = field(default=DEFAULT_TARGETS, metadata={
+        "help": "Comma-separated module names that get LoRA (never lm_head: trl cannot train it)."})
+    max_minutes: float = field(default=5.0, metadata={
+        "help": "Training time budget; training stops cleanly after the step that crosses it."})
+    precision: str = field(default="auto", metadata={
+        "help": "Training precision: auto = bf16 on CUDA, fp32 on CPU.", "choices": list(PRECISIONS)})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Trade compute for memory (useful for long traces on a small GPU)."})
+    seed: int = field(default=0, metadata={"help": "Seed for item sampling, trace sampling and training."})
+
+    # --- proof --------------------------------------------------------------------------------
+    eval_items: int = field(default=200, metadata={"help": "Held-out GSM8K *test* items for before/after/reference."})
+    mmlu_task: str = field(default="mmlu_logprob", metadata={"help": "MMLU task for the no-regression check."})
+    mmlu_items: int = field(default=100, metadata={"help": "MMLU items (0: skip the no-regression check)."})
+    n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for the paired CI."})
+    eval_lora: bool = field(default=True, metadata={
+        "help": "Also evaluate the degraded agent with the GGUF LoRA applied (the cheap alternative)."})
+
+    def __post_init__(self) -> None:
+        if not self.agent:
+            raise ConfigError("agent is empty; set --agent to a GGUF path or catalogue name")
+        self.quant = self.quant.upper()
+        if self.quant not in QUANT_TYPES:
+            raise ConfigError(f"quant {self.quant!r} is not a llama.cpp quant type; use one of {', '.join(QUANT_TYPES)}")
+        if self.hf_model and not (Path(self.hf_model) / "config.json").exists():
+            raise ConfigError(f"hf_model {self.hf_model}: no config.json there; point --hf-model at an HF model folder")
+        positive = {"train_items": self.train_items, "samples_k": self.samples_k, "max_length": self.max_length,
+                    "batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_r": self.lora_r,
+                    "lora_alpha": self.lora_alpha, "n_ctx": self.n_ctx, "parallel": self.parallel,
+                    "eval_items": self.eval_items}
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be at least 1, not {value}; set --{key.replace('_', '-')}")
+        for key, value in {"beta": self.beta, "learning_rate": self.learning_rate, "max_minutes": self.max_minutes,
+                           "sample_temperature": self.sample_temperature, "epochs": self.epochs}.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be > 0, not {value}; set --{key.replace('_', '-')}")
+        if self.mmlu_items < 0:
+            raise ConfigError(f"mmlu_items must be >= 0, not {self.mmlu_items}; set --mmlu-items 0 to skip MMLU")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if "lm_head" in self.targets:
+            raise ConfigError("lora_targets includes lm_head, which trl's DPOTrainer cannot train; remove it")
+        if not self.results:
+            self.results = str(Path(self.out_dir) / "results")
+
+    @property
+    def targets(self) -> list[str]:
+        """LoRA target module names as a list."""
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir)
