@@ -1,16 +1,18 @@
 """How ``model="auto"`` picks an agent: the compiled router program, or the spec's documented default.
 
 With ``router.program`` set, :func:`router.load_router` loads the compiled program and runs it on the
-already-loaded router agent (``api_base`` = that worker's ``/v1``). Without a program, every request
-goes to :meth:`SwarmConfig.default_agent` (``router.default_agent``, else ``fallback[0]``, else the
-first agent) and the decision says ``source="default"``. A router answer naming no agent of this
-swarm, or a router error, also goes to the default, and the decision says so.
+already-loaded router agent (``api_base`` = that worker's ``/v1``); with ``router.kind: tfidf`` the
+router package's LM-free TF-IDF baseline (``tfidf.json`` in that directory) decides instead.
+Without a program, every request goes to :meth:`SwarmConfig.default_agent` (``router.default_agent``,
+else ``fallback[0]``, else the first agent) and the decision says ``source="default"``. A router
+answer naming no agent of this swarm, or a router error, also goes to the default, and says so.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from quantswarm.errors import ConfigError
 from serving.swarm_config import SwarmConfig
@@ -35,15 +37,21 @@ class SwarmRouter:
         self.program = None
         if cfg.router.program:
             try:
-                from router import load_router
+                import router
             except ImportError as exc:
-                raise ConfigError(f"router.program: the router package cannot load programs ({exc}); "
+                raise ConfigError(f"router.program: the router package is unavailable ({exc}); "
                                   "remove router.program to route to router.default_agent") from None
-            self.program = load_router(cfg.router.program, api_base=api_base)
+            prog = Path(cfg.router.program)
+            if cfg.router.kind == "tfidf":
+                self.program = router.TfidfRouter.load(prog if prog.is_file() else prog / router.TFIDF_FILE)
+            else:
+                self.program = router.load_router(prog, api_base=api_base)
 
     @property
     def mode(self) -> str:
-        return f"compiled program {self.cfg.router.program}" if self.program else f"default agent {self.default!r}"
+        if self.program is None:
+            return f"default agent {self.default!r}"
+        return f"{self.cfg.router.kind} router {self.cfg.router.program}"
 
     def route(self, text: str) -> RouteInfo:
         """Pick an agent for ``text`` (blocking: the compiled router calls the router agent)."""

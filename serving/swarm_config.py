@@ -72,6 +72,8 @@ class RouterSpec:
 
     agent: str | None = _f(None, "the agent that serves the compiled router program (default: a role=router agent)")
     program: str | None = _f(None, "compiled router program directory (router/ package); null: default_agent")
+    kind: str = _f("program", "`program`: the compiled DSPy router run on router.agent; `tfidf`: the LM-free "
+                   "TF-IDF baseline (program/tfidf.json)", choices=("program", "tfidf"))
     default_agent: str | None = _f(None, "where `auto` goes without a program (default: fallback[0], else first agent)")
 
 
@@ -371,7 +373,9 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
             raise ConfigError(f"router.program: {prog} does not exist; compile one with `quantswarm router` "
                               "or remove the key to use router.default_agent")
         cfg.router.program = str(prog)
-        if cfg.router_agent() is None:
+        if cfg.router.kind == "tfidf" and not (prog.is_file() or (prog / "tfidf.json").is_file()):
+            raise ConfigError(f"router.program: {prog} has no tfidf.json for router.kind: tfidf")
+        if cfg.router.kind == "program" and cfg.router_agent() is None:
             raise ConfigError("router.agent: a compiled program needs an agent to run it; set router.agent "
                               "or give one agent role: router")
     v = cfg.vram

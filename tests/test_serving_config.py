@@ -264,3 +264,28 @@ def test_config_from_dict_reports_file_name(tmp_path, smollm2):
         data = spec(smollm2)
         data["agents"]["chat"]["model"] = ""
         config_from_dict(data, tmp_path / "x.yaml")
+
+
+def test_learned_router_paths(tmp_path, smollm2):
+    """router.kind: tfidf fits the router package's baseline on its shipped labels; router.program without it errors."""
+    pytest.importorskip("sklearn")
+    from router.baselines import TfidfRouter
+    from router.labels import labels_from_jsonl
+    from router.swarm import load_swarm as load_router_swarm
+    from serving.routing import SwarmRouter
+
+    rswarm = load_router_swarm(REPO / "data/routing/swarm.json")
+    labeled = labels_from_jsonl(REPO / "data/routing/labeled.jsonl", rswarm)
+    TfidfRouter.fit(labeled.examples, rswarm.strongest).save(tmp_path / "prog" / "tfidf.json")
+    agents = {n: {"model": str(smollm2), "n_ctx": 64, "parallel": 1} for n in ("math", "coder", "generalist")}
+    data = {"agents": agents, "router": {"program": "prog", "kind": "tfidf", "default_agent": "generalist"},
+            "vram": {"budget_mib": 0}}
+    r = SwarmRouter(load(tmp_path, data))
+    assert r.mode.startswith("tfidf router")
+    d = r.route("What is 17 + 25? Show the arithmetic step by step.")
+    assert d.source in ("router", "router-unknown") and d.latency_ms > 0
+    assert d.agent == ("math" if d.source == "router" else "generalist")
+    code = r.route("Write a Python function that reverses a linked list, with a docstring.")
+    assert code.agent in agents
+    with pytest.raises(ConfigError, match=r"router\.program: .* has no tfidf\.json"):
+        load(tmp_path, {**data, "router": {"program": ".", "kind": "tfidf"}})
