@@ -31,13 +31,17 @@ def main() -> None:
     base = {"n": args.n, "concurrency": args.concurrency, "max_tokens": 16, "results": args.results, "out": args.out}
     report = {}
     print("== HTTP gateway, mixed workload, co-resident swarm vs sequential single model ==")
-    report["http"] = run_bench(cfg, BenchConfig(**base, profile="mixed", transport="http", compare_modes=True))
+    report["http"] = run_bench(cfg, BenchConfig(**base, profile="mixed", transport="http", model="spread",
+                                                compare_modes=True))
+    print("== HTTP gateway, mixed workload, model=auto (default-agent routing: no compiled program in the spec) ==")
+    report["auto"] = run_bench(cfg, BenchConfig(**base, profile="mixed", transport="http"))
     print("== NATS JetStream bus, mixed workload ==")
-    report["bus"] = run_bench(cfg, BenchConfig(**base, profile="mixed", transport="bus"))
+    report["bus"] = run_bench(cfg, BenchConfig(**base, profile="mixed", transport="bus", model="spread"))
     print("== tool-storm bursts over HTTP (10 at once, 5 bursts/s budget) ==")
-    report["toolstorm"] = run_bench(cfg, BenchConfig(**{**base, "n": 50}, profile="toolstorm", rate=20.0))
+    report["toolstorm"] = run_bench(cfg, BenchConfig(**{**base, "n": 50}, profile="toolstorm", rate=20.0,
+                                                     model="spread"))
     print("== capacity sweep: parallel slots x n_ctx (short chat) ==")
-    report["sweep"] = run_sweep(cfg, BenchConfig(**{**base, "n": args.sweep_n}, profile="short",
+    report["sweep"] = run_sweep(cfg, BenchConfig(**{**base, "n": args.sweep_n}, profile="short", model="spread",
                                                  sweep_parallel=[1, 2, 4], sweep_ctx=[256, 512]))
     out = Path(args.out) / f"serving-cpu-campaign-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))

@@ -15,6 +15,8 @@ import asyncio
 import copy
 import json
 import random
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -48,7 +50,8 @@ class BenchConfig:
     rate: float = field(default=0.0, metadata={"help": "requests per second (0: as fast as concurrency allows)"})
     concurrency: int = field(default=5, metadata={"help": "requests in flight at once"})
     profile: str = field(default="mixed", metadata={"help": "workload profile", "choices": PROFILES})
-    model: str = field(default="auto", metadata={"help": "model field of every request (auto = routed)"})
+    model: str = field(default="auto", metadata={"help": "model of every request: auto (routed), an agent name, "
+                                                  "or `spread` (round-robin over all agents, named)"})
     max_tokens: int = field(default=16, metadata={"help": "max tokens per answer"})
     transport: str = field(default="http", metadata={"help": "send over the gateway or the bus", "choices": TRANSPORTS})
     nats: str = field(default="local", metadata={"help": "NATS URL for --transport bus, or `local` to start one"})
@@ -176,13 +179,19 @@ async def _paced(items: list[WorkItem], concurrency: int, send: Callable, progre
     return await asyncio.gather(*(one(it) for it in items))
 
 
-async def run_http(url: str, items: list[WorkItem], bc: BenchConfig, progress, api_key: str | None = None
-                   ) -> list[Sample]:
+def model_for(bc: BenchConfig, agents: list[str], i: int) -> str:
+    """The request's model field: ``spread`` sends request i to agent i mod n by name."""
+    return agents[i % len(agents)] if bc.model == "spread" else bc.model
+
+
+async def run_http(url: str, items: list[WorkItem], bc: BenchConfig, progress, api_key: str | None = None,
+                   agents: list[str] | None = None) -> list[Sample]:
     """Send ``items`` to a gateway's /v1/chat/completions with bounded concurrency."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    models = {it.id: model_for(bc, agents or [], i) for i, it in enumerate(items)}
     async with httpx.AsyncClient(base_url=url, timeout=bc.timeout_s, headers=headers) as client:
         async def send(it: WorkItem) -> Sample:
-            body = {"model": bc.model, "messages": it.messages, "max_tokens": bc.max_tokens, "temperature": 0.0}
+            body = {"model": models[it.id], "messages": it.messages, "max_tokens": bc.max_tokens, "temperature": 0.0}
             if it.wants_json:
                 body["response_format"] = {"type": "json_object"}
             t = time.perf_counter()
@@ -261,12 +270,14 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
     stop = asyncio.Event()
     worker = asyncio.create_task(BusWorker(swarm, spec, log=lambda _m: None).run(stop))
     t0 = time.monotonic()
-    for tid, it in by_id.items():
+    agents = list(swarm.cfg.agents)
+    for i, (tid, it) in enumerate(by_id.items()):
         delay = it.at - (time.monotonic() - t0)
         if delay > 0:
             await asyncio.sleep(delay)
         sent[tid] = time.perf_counter()
-        await publish_task(js, spec, BusTask(id=tid, model=bc.model, messages=it.messages, max_tokens=bc.max_tokens,
+        await publish_task(js, spec, BusTask(id=tid, model=model_for(bc, agents, i), messages=it.messages,
+                                             max_tokens=bc.max_tokens,
                                              response_format={"type": "json_object"} if it.wants_json else None,
                                              meta={"run_id": run_id}))
     try:
@@ -386,6 +397,8 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
     items = make_workload(bc.profile, bc.n, bc.rate, bc.seed, min_ctx=min_ctx)
     swarm = Swarm(cfg, log=log)
     nats_srv = None
+    on_main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _sigterm) if on_main else None  # SIGTERM, like Ctrl-C, stops the workers
     try:
         swarm.make_plan()
         swarm.start()
@@ -399,7 +412,8 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
             t0 = time.perf_counter()
             if bc.transport == "http":
                 with GatewayServer(swarm) as gw:
-                    samples = asyncio.run(run_http(gw.url, items, bcx, progress, cfg.gateway.api_key))
+                    samples = asyncio.run(run_http(gw.url, items, bcx, progress, cfg.gateway.api_key,
+                                                   list(cfg.agents)))
                 dead = 0
             else:
                 url = bc.nats
@@ -413,6 +427,8 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
         swarm.close()
         if nats_srv is not None:
             nats_srv.close()
+        if on_main:
+            signal.signal(signal.SIGTERM, old)
     summary = summarize(samples, wall, meter)
     summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
                     "concurrency": concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens, "dead_lettered": dead,
@@ -427,6 +443,10 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
     summary["summary_file"] = str(path)
     log(f"{written} rows -> {bc.results} (run {run_id}); summary -> {path}")
     return summary
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def run_bench(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -455,7 +475,7 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
     single.router.default_agent = name
     single.router.agent = None
     single.router.program = None
-    seq = bench_once(single, BenchConfig(**{**asdict(bc), "model": "auto"}), log, label="sequential",
+    seq = bench_once(single, BenchConfig(**{**asdict(bc), "model": name}), log, label="sequential",
                      sequential=True)
     rows = []
     for label, s in (("sequential single model", seq), ("co-resident swarm", swarm_summary)):

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         rate: float = typer.Option(0.0, help="Requests per second (0: as fast as --concurrency allows)"),
         concurrency: int = typer.Option(5, help="Requests in flight"),
         profile: str = typer.Option("mixed", help="short | research | toolstorm | mixed"),
-        model: str = typer.Option("auto", help="Model field of every request (auto = routed, or an agent name)"),
+        model: str = typer.Option("auto", help="auto (routed), an agent name, or spread (round-robin over agents)"),
         max_tokens: int = typer.Option(16, help="Max tokens per answer"),
         transport: str = typer.Option("http", help="http (gateway) | bus (NATS JetStream)"),
         nats: str = typer.Option("local", help="NATS URL for --transport bus, or `local` to start a nats-server"),
