@@ -103,7 +103,8 @@ def main() -> None:
                                       prompt_hash=prompt_hash(prompt), completion_tokens=1, latency_ms=ms, **common))
         table.append(rows)
         acc = sum(r.correct for r in rows) / len(rows)
-        print(f"{agent:28} {len(rows)} rows  accuracy {acc:.2f}  mean latency {sum(r.latency_ms for r in rows)/len(rows):.0f} ms")
+        mean_ms = sum(r.latency_ms for r in rows) / len(rows)
+        print(f"{agent:28} {len(rows)} rows  accuracy {acc:.2f}  mean latency {mean_ms:.0f} ms")
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": device, "run_id": run_id,
             "agents": {a: str(p.name) for a, (p, _) in agents.items()}, "gsm8k": args.gsm8k, "mmlu": args.mmlu,
             "max_tokens": args.max_tokens}

@@ -38,13 +38,14 @@ def compile_cmd(
     gepa_max_metric_calls: int = typer.Option(40, help="GEPA budget"),
     simba_steps: int = typer.Option(2, help="SIMBA steps"),
     power_w: float = typer.Option(30.0, help="Watts for latency-based cost when rows have no joules"),
+    cost_basis: str = typer.Option("auto", help="auto | joules | latency | size"),
     unsolved_agent: str = typer.Option("", help="Label for items no agent solved (default: most accurate)"),
     num_threads: int = typer.Option(2, help="Parallel router LM calls / server slots"),
 ) -> None:
     """Compile a router program with one DSPy optimizer and save JSON state + manifest."""
+    cfg = _config(**locals())
     from router.compiler import compile_router
 
-    cfg = _config(**{k: v for k, v in locals().items()})
     res = compile_router(cfg, log=typer.echo)
     typer.echo(f"{res.out}  optimizer={res.optimizer}  dev {res.dev_score_before:.3f} -> {res.dev_score_after:.3f}  "
                f"({res.seconds:.0f} s)")
@@ -62,6 +63,7 @@ def eval_cmd(
     api_base: str = typer.Option("", help="Use this running llama-server for the programs"),
     no_uncompiled: bool = typer.Option(False, "--no-uncompiled", help="Skip the uncompiled program"),
     power_w: float = typer.Option(30.0, help="Watts for latency-based cost"),
+    cost_basis: str = typer.Option("auto", help="auto | joules | latency | size (must match the compile)"),
     seed: int = typer.Option(0, help="Seed of the random baseline and TF-IDF fit"),
 ) -> None:
     """Evaluate programs and baselines on the held-out split; print the table and write Markdown + PNG."""
@@ -69,7 +71,7 @@ def eval_cmd(
     from router.evaluate import evaluate_routers
 
     cfg = _config(results=results, labels=labels, swarm=swarm, task=task, split_seed=split_seed, api_base=api_base,
-                  power_w=power_w, seed=seed)
+                  power_w=power_w, cost_basis=cost_basis, seed=seed)
     scores = evaluate_routers(cfg, program, out, uncompiled=not no_uncompiled, log=typer.echo)
     echo_table([{"router": s.name, "label_acc": f"{s.label_accuracy:.3f}", "metric": f"{s.metric:.3f}",
                  "task_acc": f"{s.task_accuracy:.3f}", "cost": f"{s.total_cost:.4g}", "APGR": f"{s.apgr:.3f}",

@@ -78,7 +78,7 @@ def _gguf_proxy_cost(model_file: str, root: Path) -> float | None:
 
 def labels_from_results(
     path: str | Path, *, power_w: float = 30.0, unsolved_agent: str = "", task: str = "",
-    model_root: Path | None = None,
+    model_root: Path | None = None, cost_basis: str = "auto",
 ) -> LabeledData:
     """Label every item answered by all agents with the cheapest agent that got it right."""
     frame = ResultsTable(path).read()
@@ -99,9 +99,13 @@ def labels_from_results(
 
     has_joules = frame.groupby("agent")["joules"].apply(lambda s: s.notna().all()).all()
     has_latency = frame.groupby("agent")["latency_ms"].apply(lambda s: (s > 0).all()).all()
-    if has_joules:
+    if cost_basis == "joules" and not has_joules:
+        raise DataError(f"{path}: cost_basis=joules but some agents' rows have no joules; use latency or size")
+    if cost_basis == "latency" and not has_latency:
+        raise DataError(f"{path}: cost_basis=latency but some rows have no latency; use size")
+    if has_joules and cost_basis in ("auto", "joules"):
         unit, frame["cost"] = "J/item", frame["joules"]
-    elif has_latency:
+    elif has_latency and cost_basis in ("auto", "latency"):
         unit, frame["cost"] = f"J/item (latency x {power_w:g} W)", frame["latency_ms"] / 1000 * power_w
     else:
         unit = "Gbit/item (bits/weight x params)"
@@ -184,7 +188,7 @@ def load_labeled(config) -> LabeledData:
 
     if config.results:
         return labels_from_results(config.results, power_w=config.power_w, unsolved_agent=config.unsolved_agent,
-                                   task=config.task)
+                                   task=config.task, cost_basis=config.cost_basis)
     swarm = load_swarm(config.swarm)
     if config.unsolved_agent:
         swarm = Swarm(swarm.agents, swarm.cost_unit, config.unsolved_agent, swarm.router_model)

@@ -38,6 +38,11 @@ class RouterConfig:
     power_w: float = field(
         default=30.0, metadata={"help": "Watts assumed when rows carry no joules: cost = latency_ms/1000 x power_w"}
     )
+    cost_basis: str = field(
+        default="auto", metadata={"help": "Cost per item: auto (joules, else latency, else size) | joules | latency | "
+                                          "size (bits/weight x params of the GGUF)",
+                                  "choices": ("auto", "joules", "latency", "size")}
+    )
     unsolved_agent: str = field(
         default="", metadata={"help": "Label for items no agent solved (default: the most accurate agent)"}
     )
@@ -84,6 +89,8 @@ class RouterConfig:
             raise ConfigError(f"partial_credit={self.partial_credit}: set a value between 0 and 1")
         if self.power_w <= 0:
             raise ConfigError(f"power_w={self.power_w}: set a positive wattage")
+        if self.cost_basis not in ("auto", "joules", "latency", "size"):
+            raise ConfigError(f"cost_basis={self.cost_basis!r}: choose auto, joules, latency or size")
         if self.mipro_auto not in ("light", "medium"):
             raise ConfigError(f"mipro_auto={self.mipro_auto!r}: choose light or medium")
         for name in ("max_train", "max_dev", "max_tokens", "max_chars", "n_ctx", "num_threads", "num_candidates",
