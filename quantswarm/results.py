@@ -166,14 +166,13 @@ class ResultsTable:
             frame = frame[frame[col] == value]
         return frame.reset_index(drop=True)
 
-    def done_keys(self, run_id: str | None = None) -> set[tuple[str, str, str]]:
-        """(agent, task, item_id) triples already written, for resuming a run."""
+    def done_keys(self, columns: tuple[str, ...] = ("agent", "model_sha", "task", "task_version", "item_id"),
+                  **equals: str) -> set[tuple]:
+        """Distinct values of ``columns`` among rows already written (optionally filtered), for resuming."""
         if not self.parts():
             return set()
-        frame = self.read()
-        if run_id is not None:
-            frame = frame[frame.run_id == run_id]
-        return set(zip(frame.agent, frame.task, frame.item_id, strict=True))
+        frame = self.read(**equals)
+        return set(frame[list(columns)].itertuples(index=False, name=None))
 
 
 def read_part(path: Path) -> pd.DataFrame:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +21,7 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF grammar that constrains the output (llama.cpp)
 
 
 @dataclass
@@ -67,3 +71,18 @@ def fold_choice_logprobs(candidates: list[tuple[str, float]], choices: list[str]
         if key in out and lp > out[key]:
             out[key] = lp
     return out
+
+
+@contextmanager
+def quiet_native_stderr(logfile: str | None = None):
+    """Send the C library's stderr (llama.cpp's per-tensor logs) to ``logfile`` or /dev/null for a block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(logfile or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)

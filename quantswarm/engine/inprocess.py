@@ -20,6 +20,14 @@ from quantswarm.errors import EngineError
 from quantswarm.registry import inspect_gguf
 
 
+def _grammar(text: str | None):
+    if not text:
+        return None
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(text, verbose=False)
+
+
 class InProcessEngine:
     """One or more ``llama_cpp.Llama`` contexts over one GGUF file."""
 
@@ -82,6 +90,7 @@ class InProcessEngine:
                 top_p=p.top_p,
                 seed=p.seed,
                 stop=list(p.stop) or None,
+                grammar=_grammar(p.grammar),
             )
             latency = (time.perf_counter() - t0) * 1000
         choice = out["choices"][0]
@@ -104,6 +113,7 @@ class InProcessEngine:
                 top_p=p.top_p,
                 seed=p.seed,
                 stop=list(p.stop) or None,
+                grammar=_grammar(p.grammar),
             )
             latency = (time.perf_counter() - t0) * 1000
         choice = out["choices"][0]

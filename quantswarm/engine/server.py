@@ -138,6 +138,8 @@ class LlamaServerEngine:
         body = {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.grammar:
+            body["grammar"] = p.grammar
         return body
 
     def chat(self, messages: list[Message], params: GenerationParams | None = None) -> Completion:
