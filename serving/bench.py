@@ -221,9 +221,9 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
 
     Returns the samples and the number of dead letters.
     """
-    from nats.js import api
+    import nats
 
-    from serving.bus import BusWorker, close, connect, ensure_stream, publish_task
+    from serving.bus import BusWorker, close, connect, ensure_stream, publish_task, reader
 
     spec = copy.deepcopy(swarm.cfg.bus)
     spec.url = nats_url
@@ -237,36 +237,39 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
     done = asyncio.Event()
     dead = 0
 
-    async def on_result(m) -> None:
-        d = json.loads(m.data)
+    def on_result(d: dict) -> None:
         tid = d.get("id")
         if tid in by_id and tid not in samples:
             it = by_id[tid]
-            s = Sample(it, agent=d["agent"], text=d["text"], ok=True,
-                       latency_ms=(time.perf_counter() - sent.get(tid, time.perf_counter())) * 1000,
-                       route_ms=d.get("route_ms", 0.0), route_source=d.get("route_source", ""),
-                       prompt_tokens=d.get("prompt_tokens", 0), completion_tokens=d.get("completion_tokens", 0),
-                       fallbacks=len(d.get("fallbacks", [])))
-            samples[tid] = s
+            samples[tid] = s = Sample(
+                it, agent=d["agent"], text=d["text"], ok=True,
+                latency_ms=(time.perf_counter() - sent.get(tid, time.perf_counter())) * 1000,
+                route_ms=d.get("route_ms", 0.0), route_source=d.get("route_source", ""),
+                prompt_tokens=d.get("prompt_tokens", 0), completion_tokens=d.get("completion_tokens", 0),
+                fallbacks=len(d.get("fallbacks", [])))
             progress(s)
-        if len(samples) + dead >= len(items):
-            done.set()
 
-    async def on_dead(m) -> None:
+    def on_dead(d: dict) -> None:
         nonlocal dead
-        d = json.loads(m.data)
         tid = d.get("id")
         if tid in by_id and tid not in samples:
             samples[tid] = Sample(by_id[tid], error=f"dead-lettered: {d.get('reason')}")
             dead += 1
             progress(samples[tid])
-        if len(samples) >= len(items):
-            done.set()
 
-    new = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW)
-    subs = [await js.subscribe(spec.results_subject, stream=spec.stream, cb=on_result, ordered_consumer=True,
-                               config=new),
-            await js.subscribe(spec.dead_subject, stream=spec.stream, cb=on_dead, ordered_consumer=True, config=new)]
+    async def follow(sub, handle: Callable[[dict], None]) -> None:
+        while len(samples) < len(items):
+            try:
+                msgs = await sub.fetch(batch=50, timeout=0.5)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            for m in msgs:
+                handle(json.loads(m.data))
+        done.set()
+
+    subs = [await reader(js, spec, spec.results_subject, from_start=False),
+            await reader(js, spec, spec.dead_subject, from_start=False)]
+    followers = [asyncio.create_task(follow(subs[0], on_result)), asyncio.create_task(follow(subs[1], on_dead))]
     stop = asyncio.Event()
     worker = asyncio.create_task(BusWorker(swarm, spec, log=lambda _m: None).run(stop))
     t0 = time.monotonic()
@@ -286,6 +289,9 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
         pass
     finally:
         stop.set()
+        for f in followers:
+            f.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
         await worker
         await close(nc, *subs)
     out = [samples.get(tid) or Sample(it, error="no result within the timeout") for tid, it in by_id.items()]

@@ -200,25 +200,35 @@ async def _quiet(coro) -> None:
         pass
 
 
+async def reader(js, spec: BusSpec, subject: str, from_start: bool = True):
+    """An ephemeral pull consumer over ``subject`` (all stored messages, or only new ones), without acks.
+
+    Pull, not push: a push consumer with flow control can stall a slow reader.
+    """
+    policy = api.DeliverPolicy.ALL if from_start else api.DeliverPolicy.NEW
+    return await js.pull_subscribe(subject, durable=None, stream=spec.stream,
+                                   config=api.ConsumerConfig(deliver_policy=policy, ack_policy=api.AckPolicy.NONE,
+                                                             inactive_threshold=60.0))
+
+
 async def collect(js, spec: BusSpec, subject: str, expect: int, timeout: float,
                   on_message: Callable[[dict], None] | None = None) -> list[dict]:
     """Read up to ``expect`` JSON messages stored on ``subject`` (from the start of the stream) within ``timeout``."""
-    sub = await js.subscribe(subject, stream=spec.stream, ordered_consumer=True,
-                             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL))
+    sub = await reader(js, spec, subject)
     out: list[dict] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
         while len(out) < expect and loop.time() < deadline:
             try:
-                m = await sub.next_msg(timeout=min(1.0, max(deadline - loop.time(), 0.01)))
+                msgs = await sub.fetch(batch=expect - len(out), timeout=min(1.0, max(deadline - loop.time(), 0.05)))
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
-            item = json.loads(m.data)
-            out.append(item)
-            if on_message:
-                on_message(item)
+            for m in msgs:
+                item = json.loads(m.data)
+                out.append(item)
+                if on_message:
+                    on_message(item)
     finally:
-        await sub.unsubscribe()
+        await _quiet(sub.unsubscribe())
     return out
-
