@@ -141,7 +141,8 @@ def dpo_args(cfg: RepairConfig, output_dir: str | Path):
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=bf16, fp16=False,
         use_cpu=not cuda_available(), gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
-        logging_steps=1, save_strategy="no", report_to="none", warmup_steps=0.1, lr_scheduler_type="cosine",
+        logging_steps=1, save_strategy="no", report_to="none", warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type="cosine",
         disable_tqdm=True, dataloader_num_workers=0,
     )
 

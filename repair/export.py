@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from evals.ladder import quantize
 from quantswarm.engine.build import source_tree
-from quantswarm.errors import EngineError, QuantswarmError
+from quantswarm.errors import QuantswarmError
 
 
 class ExportError(QuantswarmError):
@@ -72,39 +73,13 @@ def lora_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_path: str | 
     return out_path
 
 
-def quantize(src: str | Path, dst: str | Path, qtype: str) -> Path:
-    """Quantize a GGUF to ``qtype`` (requantizing allowed): evals' ladder quantizer when present."""
-    try:
-        from evals.ladder import quantize as ladder_quantize
-    except ImportError:
-        return _quantize(src, dst, qtype)
-    return Path(ladder_quantize(src, dst, qtype) or dst)
-
-
-def _quantize(src: str | Path, dst: str | Path, qtype: str) -> Path:
-    """llama.cpp's quantizer through the Python binding (used until ``evals.ladder`` exists)."""
-    import llama_cpp
-
-    name = "LLAMA_FTYPE_MOSTLY_" + qtype.upper()
-    if not hasattr(llama_cpp, name):
-        raise ExportError(f"llama.cpp has no quant type {qtype!r}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, name)
-    params.allow_requantize = True
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
-        raise EngineError(f"llama.cpp could not quantize {src} to {qtype}")
-    return dst
-
-
 def export_repaired(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str, qtype: str,
                     log: Callable[[str], None] = print) -> dict[str, Path]:
     """Merged HF folder, F16 GGUF, ``qtype`` GGUF and GGUF LoRA of a repaired agent, under ``out_dir``."""
     out_dir = Path(out_dir)
     merged = merge_adapter(base_dir, adapter_dir, out_dir / "merged-hf", log=log)
     f16 = hf_to_gguf(merged, out_dir / f"{name}-repaired-F16.gguf", "f16", log=log)
-    log(f"requantizing to {qtype}")
+    log(f"requantizing to {qtype} (evals.ladder.quantize, allow-requantize)")
     quant = quantize(f16, out_dir / f"{name}-repaired-{qtype}.gguf", qtype)
     lora = lora_to_gguf(adapter_dir, base_dir, out_dir / f"{name}-repair-lora-F16.gguf", "f16", log=log)
     return {"merged_hf": merged, "f16": f16, "quant": quant, "lora": lora}

@@ -99,7 +99,8 @@ class ChatTemplate:
         bos = self._vocab.detokenize([self._vocab.token_bos()]).decode(errors="ignore")
         self.eos = eos
         self.template = info.chat_template
-        self._fmt = Jinja2ChatFormatter(info.chat_template, eos_token=eos, bos_token=bos) if info.chat_template else None
+        self._fmt = (Jinja2ChatFormatter(info.chat_template, eos_token=eos, bos_token=bos)
+                     if info.chat_template else None)
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text llama.cpp's chat completion sends for ``messages`` (generation prompt added)."""

@@ -12,7 +12,7 @@ Data:
     task, train_items, samples_k, sample_temperature, gold_fallback, max_length, ...
 Training:
     beta (0.1), learning_rate (5e-5), epochs (1), max_steps (-1), batch_size, grad_accum, lora_r, lora_alpha,
-    lora_targets, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), seed.
+    lora_targets, warmup_ratio, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), seed.
 Proof:
     eval_items, mmlu_task, mmlu_items, n_bootstrap.
 """
@@ -83,6 +83,8 @@ class RepairConfig:
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
     lora_targets: str = field(default=DEFAULT_TARGETS, metadata={
         "help": "Comma-separated module names that get LoRA (never lm_head: trl cannot train it)."})
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "Share of the steps with a linearly rising learning rate (cosine decay after)."})
     max_minutes: float = field(default=5.0, metadata={
         "help": "Training time budget; training stops cleanly after the step that crosses it."})
     precision: str = field(default="auto", metadata={
@@ -96,15 +98,14 @@ class RepairConfig:
     mmlu_task: str = field(default="mmlu_logprob", metadata={"help": "MMLU task for the no-regression check."})
     mmlu_items: int = field(default=100, metadata={"help": "MMLU items (0: skip the no-regression check)."})
     n_bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for the paired CI."})
-    eval_lora: bool = field(default=True, metadata={
-        "help": "Also evaluate the degraded agent with the GGUF LoRA applied (the cheap alternative)."})
 
     def __post_init__(self) -> None:
         if not self.agent:
             raise ConfigError("agent is empty; set --agent to a GGUF path or catalogue name")
         self.quant = self.quant.upper()
         if self.quant not in QUANT_TYPES:
-            raise ConfigError(f"quant {self.quant!r} is not a llama.cpp quant type; use one of {', '.join(QUANT_TYPES)}")
+            raise ConfigError(f"quant {self.quant!r} is not a llama.cpp quant type; "
+                              f"use one of {', '.join(QUANT_TYPES)}")
         if self.hf_model and not (Path(self.hf_model) / "config.json").exists():
             raise ConfigError(f"hf_model {self.hf_model}: no config.json there; point --hf-model at an HF model folder")
         positive = {"train_items": self.train_items, "samples_k": self.samples_k, "max_length": self.max_length,
@@ -120,6 +121,8 @@ class RepairConfig:
                 raise ConfigError(f"{key} must be > 0, not {value}; set --{key.replace('_', '-')}")
         if self.mmlu_items < 0:
             raise ConfigError(f"mmlu_items must be >= 0, not {self.mmlu_items}; set --mmlu-items 0 to skip MMLU")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
         if self.precision not in PRECISIONS:

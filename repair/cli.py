@@ -1,0 +1,64 @@
+"""``quantswarm repair``: thin typer verbs over :mod:`repair.pipeline`.
+
+``repair run`` gets one flag per :class:`RepairConfig` field (``--train-items``, ``--max-minutes``,
+...), with the field's help text, so the dataclass stays the one place settings are documented.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import typer
+
+from repair.repair_config import RepairConfig
+
+TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _config_options(func):
+    """Give ``func(**kwargs)`` a typer signature with one option per RepairConfig field."""
+    params = []
+    for f in fields(RepairConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if f.type == "bool" else [flag]
+        if f.name == "agent":
+            default = ...
+        option = typer.Option(default, *decls, help=f.metadata.get("help", ""), show_default=default is not ...)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=TYPES[str(f.type)]))
+    func.__signature__ = inspect.Signature(params)
+    return func
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``repair`` group (``run``, ``show``) to the quantswarm app."""
+    repair_app = typer.Typer(help="DPO repair of a quantized agent: mine, pair, train, export, prove.",
+                             no_args_is_help=True)
+
+    @_config_options
+    def run(**kwargs) -> None:
+        """The whole loop: degraded agent -> train-split failures -> verified pairs -> DPO LoRA -> GGUF -> report."""
+        from repair.pipeline import run_repair
+
+        run_repair(RepairConfig(**kwargs), log=typer.echo)
+
+    repair_app.command("run")(run)
+
+    @repair_app.command("show")
+    def show(out_dir: Path = typer.Argument(Path("runs/repair"), help="The --out-dir of a repair run")) -> None:
+        """Print a finished run's report (report.md) and pair counts."""
+        from quantswarm.errors import QuantswarmError
+
+        md = out_dir / "report.md"
+        if not md.exists():
+            raise QuantswarmError(f"{md}: no report; run `quantswarm repair run --out-dir {out_dir}` first")
+        typer.echo(md.read_text())
+        summary = out_dir / "pairs" / "pairs_summary.json"
+        if summary.exists():
+            typer.echo(json.dumps(json.loads(summary.read_text()), indent=2))
+
+    app.add_typer(repair_app, name="repair")

@@ -1,0 +1,160 @@
+"""Prove the repair: before (degraded), after (repaired, same quant) and reference on held-out items.
+
+The three models are evaluated by ``evals.runner.run_eval`` on GSM8K *test* items and an MMLU
+sample; every number here is derived from those results-table rows. The headline is the share of
+the reference-vs-degraded gap that the repair recovers, with a paired bootstrap CI over items
+(the same resampled items for all three models), plus an exact McNemar test of before vs after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evals.eval_config import EvalConfig
+from evals.runner import run_eval
+from evals.task import load_task
+from quantswarm.errors import QuantswarmError
+from quantswarm.registry import sha256_file
+from quantswarm.results import ResultsTable
+from repair.repair_config import RepairConfig
+
+ROLES = ("before", "after", "reference")
+
+
+@dataclass
+class Comparison:
+    """Paired accuracies of before/after/reference on one task's common items."""
+
+    task: str
+    items: int
+    accuracy: dict[str, float]  # role -> accuracy
+    delta: float  # after - before
+    delta_ci: tuple[float, float]
+    gap: float  # reference - before
+    share_recovered: float | None  # delta / gap (None when the reference is not better)
+    share_ci: tuple[float, float] | None
+    mcnemar_p: float  # exact, before vs after
+    discordant: tuple[int, int]  # (before wrong & after right, before right & after wrong)
+
+
+@dataclass
+class RepairReport:
+    """The before/after report of one repair run."""
+
+    agent: str
+    quant: str
+    models: dict[str, str]  # role -> GGUF path
+    gsm8k: Comparison
+    mmlu: Comparison | None
+    pairs: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    verdict: str = ""
+
+    def save(self, folder: str | Path) -> tuple[Path, Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        js, md = folder / "report.json", folder / "report.md"
+        js.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
+        md.write_text(self.markdown())
+        return js, md
+
+    def markdown(self) -> str:
+        lines = [f"# DPO repair of {self.agent} at {self.quant}", "", self.verdict, "",
+                 "| task | items | before | after | reference | after-before (95% CI) | gap recovered (95% CI) | "
+                 "McNemar p |", "|---|---|---|---|---|---|---|---|"]
+        for c in (self.gsm8k, self.mmlu):
+            if c is None:
+                continue
+            share = ("n/a (reference not better)" if c.share_recovered is None else
+                     f"{c.share_recovered:+.1%} ({c.share_ci[0]:+.1%}, {c.share_ci[1]:+.1%})")
+            lines.append(f"| {c.task} | {c.items} | {c.accuracy['before']:.1%} | {c.accuracy['after']:.1%} | "
+                         f"{c.accuracy['reference']:.1%} | {c.delta:+.1%} ({c.delta_ci[0]:+.1%}, "
+                         f"{c.delta_ci[1]:+.1%}) | {share} | {c.mcnemar_p:.3g} |")
+        lines += ["", f"Pairs: {json.dumps(self.pairs)}", "",
+                  f"Training: {json.dumps({k: v for k, v in self.training.items() if k != 'history'})}", ""]
+        lines += [f"- {k}: `{v}`" for k, v in self.files.items()]
+        return "\n".join(lines) + "\n"
+
+
+def outcomes(table: ResultsTable, task: str, models: dict[str, tuple[str, str]], item_ids: list[str],
+             split: str = "test") -> pd.DataFrame:
+    """Item × role table of primary-filter correctness on ``item_ids`` (those every model answered).
+
+    ``models`` maps role -> (agent name, GGUF path); rows are matched on agent *and* file hash,
+    so a rerun with a retrained model never mixes in the old file's rows.
+    """
+    cols = {}
+    for role, (agent, path) in models.items():
+        rows = table.read(agent=agent, task=task, split=split, model_sha=sha256_file(path))
+        rows = rows[rows["primary"] & rows["item_id"].isin(item_ids)]
+        rows = rows.sort_values("timestamp").groupby("item_id").tail(1)
+        if rows.empty:
+            raise QuantswarmError(f"no {split} rows for {agent} on {task} in {table.path}")
+        cols[role] = rows.set_index("item_id")["correct"].astype(bool)
+    frame = pd.DataFrame(cols).dropna()
+    return frame.astype(bool).sort_index()
+
+
+def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """Accuracies, after-before with a paired bootstrap CI, share of the gap recovered, McNemar."""
+    from scipy.stats import binomtest
+
+    x = {r: frame[r].to_numpy(dtype=float) for r in ROLES}
+    n = len(frame)
+    acc = {r: float(x[r].mean()) for r in ROLES}
+    delta, gap = acc["after"] - acc["before"], acc["reference"] - acc["before"]
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = {r: x[r][idx].mean(axis=1) for r in ROLES}
+    d_boot = boot["after"] - boot["before"]
+    g_boot = boot["reference"] - boot["before"]
+    share = share_ci = None
+    if gap > 0:
+        share = delta / gap
+        ok = g_boot > 0  # resamples where there is a gap to recover
+        ratios = d_boot[ok] / g_boot[ok]
+        share_ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))) if ok.any() else None
+    b = int(((x["before"] == 0) & (x["after"] == 1)).sum())
+    c = int(((x["before"] == 1) & (x["after"] == 0)).sum())
+    p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
+    return Comparison(task, n, acc, delta, (float(np.percentile(d_boot, 2.5)), float(np.percentile(d_boot, 97.5))),
+                      gap, share, share_ci, p, (b, c))
+
+
+def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
+    """One honest sentence on what the numbers show (and do not show)."""
+    if gsm.share_recovered is None:
+        head = (f"No gap to recover on {gsm.task}: the reference scored {gsm.accuracy['reference']:.1%} vs "
+                f"{gsm.accuracy['before']:.1%} for the degraded agent on {gsm.items} items.")
+    else:
+        lo, hi = gsm.share_ci or (float("nan"), float("nan"))
+        sig = "significant" if gsm.delta_ci[0] > 0 else "not significant"
+        head = (f"The repair recovered {gsm.share_recovered:+.0%} of the {gsm.gap:.1%} gap on {gsm.task} "
+                f"(95% CI {lo:+.0%} to {hi:+.0%}; after-before {gsm.delta:+.1%}, {sig}, {gsm.items} items).")
+    if mmlu is not None:
+        head += (f" MMLU: {mmlu.accuracy['before']:.1%} -> {mmlu.accuracy['after']:.1%} "
+                 f"({mmlu.delta:+.1%}, 95% CI {mmlu.delta_ci[0]:+.1%} to {mmlu.delta_ci[1]:+.1%}).")
+    return head
+
+
+def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
+          log: Callable[[str], None] = print) -> tuple[Comparison, Comparison | None]:
+    """Evaluate the three models (role -> (agent, path)) on held-out items; compare them."""
+    tasks = [cfg.task] + ([cfg.mmlu_task] if cfg.mmlu_items else [])
+    limits = {cfg.task: cfg.eval_items, **({cfg.mmlu_task: cfg.mmlu_items} if cfg.mmlu_items else {})}
+    log(f"evaluating {', '.join(models)} on {', '.join(f'{t} ({limits[t]})' for t in tasks)}")
+    run_eval(EvalConfig(models=[f"{agent}={path}" for agent, path in models.values()], tasks=tasks,
+                        task_limits=limits, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel, n_ctx=cfg.n_ctx,
+                        n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, run_id=run_id))
+    table = ResultsTable(cfg.results)
+    out = []
+    for t in tasks:
+        ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed)]
+        out.append(compare(outcomes(table, t, models, ids), t, cfg.n_bootstrap, cfg.seed))
+    return out[0], (out[1] if len(out) > 1 else None)
