@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from evals.eval_config import EvalConfig
@@ -56,10 +56,12 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
                   log: Callable[[str], None]) -> PairSet:
     """Evaluate the degraded agent on train items, mine its failures, build and save verified pairs."""
     task = load_task(cfg.task)
+    if cfg.max_tokens:
+        task = replace(task, generation=replace(task.generation, max_tokens=cfg.max_tokens))
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
-                        run_id=new_run_id("repair-mine")))
+                        max_tokens=cfg.max_tokens or None, run_id=new_run_id("repair-mine")))
     train = task.load_items(cfg.train_items, cfg.seed, split=TRAIN_SPLIT)
     items = {it.item_id: it for it in load(task.dataset, TRAIN_SPLIT)}
     failures = [f for f in mine_failures(cfg.results, agent_name, cfg.task, items=items)

@@ -151,7 +151,8 @@ def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
     log(f"evaluating {', '.join(models)} on {', '.join(f'{t} ({limits[t]})' for t in tasks)}")
     run_eval(EvalConfig(models=[f"{agent}={path}" for agent, path in models.values()], tasks=tasks,
                         task_limits=limits, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel, n_ctx=cfg.n_ctx,
-                        n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, run_id=run_id))
+                        n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
+                        run_id=run_id))
     table = ResultsTable(cfg.results)
     out = []
     for t in tasks:

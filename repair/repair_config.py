@@ -54,7 +54,8 @@ class RepairConfig:
         "help": "llama.cpp backend for sampling and evals.", "choices": ["auto", "llama-server", "llama-cpp-python"]})
     n_ctx: int = field(default=2048, metadata={"help": "llama.cpp context size for sampling and evals."})
     parallel: int = field(default=1, metadata={"help": "Concurrent requests per model in sampling and evals."})
-    n_gpu_layers: int = field(default=0, metadata={"help": "Layers llama.cpp offloads to the GPU (-1: all)."})
+    n_gpu_layers: int = field(default=-1, metadata={
+        "help": "Layers llama.cpp offloads to the GPU (-1: all; ignored by a CPU build)."})
 
     # --- data: mining and preference pairs ----------------------------------------------------
     task: str = field(default="gsm8k_cot_zeroshot", metadata={
@@ -67,6 +68,8 @@ class RepairConfig:
         "help": "Sampling temperature for those tries (> 0)."})
     gold_fallback: bool = field(default=True, metadata={
         "help": "When no model produced a verified trace, use the gold rationale in the answer format."})
+    max_tokens: int = field(default=0, metadata={
+        "help": "Cap on generated tokens in evals and trace sampling (0: the task's own max_tokens)."})
     max_length: int = field(default=768, metadata={
         "help": "Longest prompt+completion in tokens; longer pairs are dropped (not truncated)."})
 
@@ -119,6 +122,8 @@ class RepairConfig:
                            "sample_temperature": self.sample_temperature, "epochs": self.epochs}.items():
             if value <= 0:
                 raise ConfigError(f"{key} must be > 0, not {value}; set --{key.replace('_', '-')}")
+        if self.max_tokens < 0:
+            raise ConfigError(f"max_tokens must be >= 0, not {self.max_tokens}; 0 keeps the task's")
         if self.mmlu_items < 0:
             raise ConfigError(f"mmlu_items must be >= 0, not {self.mmlu_items}; set --mmlu-items 0 to skip MMLU")
         if not 0 <= self.warmup_ratio < 1:

@@ -1,0 +1,28 @@
+"""RepairConfig validates its fields and names the flag to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantswarm.errors import ConfigError
+from repair.repair_config import RepairConfig
+
+
+def test_defaults_and_derived_paths():
+    cfg = RepairConfig(agent="m.gguf", quant="q2_k", out_dir="runs/x")
+    assert cfg.quant == "Q2_K" and cfg.results == "runs/x/results"
+    assert "q_proj" in cfg.targets and "lm_head" not in cfg.targets
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"agent": ""}, "--agent"),
+    ({"quant": "Q9_X"}, "quant type"),
+    ({"train_items": 0}, "--train-items"),
+    ({"beta": 0}, "--beta"),
+    ({"lora_targets": "q_proj,lm_head"}, "lm_head"),
+    ({"hf_model": "/nonexistent"}, "--hf-model"),
+    ({"precision": "fp8"}, "precision"),
+])
+def test_bad_values_are_one_clear_error(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        RepairConfig(**{"agent": "m.gguf", **kwargs})
