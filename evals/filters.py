@@ -86,8 +86,12 @@ class NumberFilter(Filter):
             return self.fallback
         raw = m.group(0).replace(",", "")
         if "." in raw:
-            raw = raw.rstrip("0").rstrip(".")
-        return raw or "0"
+            raw = raw.rstrip("0").rstrip(".") or "0"
+        sign, digits = ("-", raw[1:]) if raw.startswith("-") else ("", raw)
+        whole, dot, frac = digits.partition(".")
+        whole = whole.lstrip("0") or "0"
+        out = sign + whole + (dot + frac if frac else "")
+        return "0" if out == "-0" else out
 
 
 @register_filter("choice_letter")

@@ -1,0 +1,78 @@
+"""EvalConfig: one documented dataclass for an eval grid (models × tasks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantswarm.engine import BACKENDS
+from quantswarm.errors import ConfigError
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate, on what, and where the rows go.
+
+    Models: ``models`` entries are GGUF paths, catalogue names, ``NAME=PATH`` (agent name given),
+    or ladder folders (every rung, labelled with how it was made).
+    Data: ``tasks`` are task names or YAML paths; ``limit`` items per task (seeded, the same for
+    every model), ``task_limits`` overrides per task; ``split`` overrides each task's split.
+    Engine: ``backend``, ``parallel`` slots/contexts, ``n_ctx`` per slot, ``n_gpu_layers``.
+    Output: rows are appended to the results table at ``results``; a rerun skips finished items.
+    """
+
+    # models and tasks
+    models: list[str] = field(
+        default_factory=list, metadata={"help": "GGUF paths, NAME=PATH, catalogue names or ladder dirs"}
+    )
+    tasks: list[str] = field(
+        default_factory=lambda: ["gsm8k_cot_zeroshot", "mmlu_logprob"],
+        metadata={"help": "task names (evals/tasks/*.yaml) or YAML paths"},
+    )
+    # data
+    limit: int | None = field(default=None, metadata={"help": "items per task (None: all)"})
+    task_limits: dict[str, int] = field(default_factory=dict, metadata={"help": "per-task item limits"})
+    split: str | None = field(default=None, metadata={"help": "override each task's split (e.g. train for repair)"})
+    seed: int = field(default=0, metadata={"help": "seed of the item subset and of decoding"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "local data folder (default: $QUANTSWARM_DATA, ../shared/data)"}
+    )
+    source: str = field(
+        default="auto",
+        metadata={"help": "auto | local | hub | shipped", "choices": ["auto", "local", "hub", "shipped"]},
+    )
+    # engine
+    backend: str = field(
+        default="auto", metadata={"help": "auto | llama-server | llama-cpp-python", "choices": list(BACKENDS)}
+    )
+    parallel: int = field(default=4, metadata={"help": "concurrent requests (server slots or in-process contexts)"})
+    n_ctx: int = field(default=2048, metadata={"help": "context tokens per slot"})
+    n_gpu_layers: int = field(default=-1, metadata={"help": "layers on the GPU (-1: all; ignored on a CPU build)"})
+    n_threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
+    max_tokens: int | None = field(default=None, metadata={"help": "override each task's max_tokens"})
+    # output
+    results: str = field(default="runs/results", metadata={"help": "results table directory (Parquet parts)"})
+    run_id: str | None = field(default=None, metadata={"help": "run id (default: a new timestamped id)"})
+    flush_every: int = field(default=32, metadata={"help": "write a Parquet part every N finished items"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("EvalConfig.models is empty: give at least one GGUF path, catalogue name or ladder dir")
+        if not self.tasks:
+            raise ConfigError("EvalConfig.tasks is empty: e.g. gsm8k_cot_zeroshot, mmlu_logprob")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.parallel < 1:
+            raise ConfigError("parallel must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("limit must be >= 1 (or None for all items)")
+        for k, v in self.task_limits.items():
+            if v < 1:
+                raise ConfigError(f"task_limits[{k}] must be >= 1")
+        if self.source not in ("auto", "local", "hub", "shipped"):
+            raise ConfigError(f"source must be auto, local, hub or shipped, not {self.source!r}")
+        self.results = str(Path(self.results))
+
+    def limit_for(self, task: str) -> int | None:
+        return self.task_limits.get(task, self.limit)

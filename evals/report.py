@@ -1,0 +1,188 @@
+"""``quantswarm eval report``: accuracy with CIs, paired degradation vs the reference, speed, energy, KLD.
+
+Everything is derived from the results table (per-item rows) plus the run's block records
+(``blocks.jsonl``: wall time, peak VRAM, energy) and fidelity records (``kld.jsonl``). Writes
+``summary.md``, ``accuracy.csv``, ``paired.csv`` and ``accuracy_vs_bpw.png`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from evals.kld import read_fidelity
+from evals.stats import paired, wilson
+from quantswarm.errors import ResultsSchemaError
+from quantswarm.results import ResultsTable
+
+
+@dataclass
+class Report:
+    """The report's tables (also written to disk by :func:`write_report`)."""
+
+    accuracy: pd.DataFrame
+    paired: pd.DataFrame
+    speed: pd.DataFrame
+    reference: str
+    markdown: str
+
+
+def read_blocks(results: Path) -> pd.DataFrame:
+    p = Path(results) / "blocks.jsonl"
+    if not p.exists():
+        return pd.DataFrame()
+    return pd.DataFrame([json.loads(x) for x in p.read_text().splitlines() if x.strip()])
+
+
+def pick_reference(frame: pd.DataFrame, reference: str | None) -> str:
+    agents = sorted(frame.agent.unique())
+    if reference:
+        if reference not in agents:
+            raise ResultsSchemaError(f"reference agent {reference!r} is not in the table; agents: {', '.join(agents)}")
+        return reference
+    refs = sorted({a for a, r in zip(frame.agent, frame.reference, strict=True)
+                   if r.startswith(("F16 (", "F32 (", "BF16 ("))})
+    return refs[0] if refs else agents[0]
+
+
+def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (agent, quant, ref, task, filt), g in frame.groupby(["agent", "quant", "reference", "task", "filter"]):
+        ci = wilson(int(g.correct.sum()), len(g))
+        rows.append({"agent": agent, "quant": quant, "made_as": ref or quant, "task": task, "filter": filt,
+                     "primary": bool(g.primary.iloc[0]), "n": ci.n, "accuracy": ci.value, "ci_low": ci.low,
+                     "ci_high": ci.high})
+    return pd.DataFrame(rows)
+
+
+def paired_table(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    prim = frame[frame.primary]
+    rows = []
+    for task, tg in prim.groupby("task"):
+        ref = tg[tg.agent == reference].drop_duplicates("item_id").set_index("item_id").correct
+        if ref.empty:
+            continue
+        for agent, ag in tg.groupby("agent"):
+            if agent == reference:
+                continue
+            other = ag.drop_duplicates("item_id").set_index("item_id").correct
+            common = ref.index.intersection(other.index)
+            d = paired(ref.loc[common].to_numpy(), other.loc[common].to_numpy())
+            rows.append({"agent": agent, "task": task, "vs": reference, **asdict(d)})
+    return pd.DataFrame(rows)
+
+
+def speed_table(blocks: pd.DataFrame) -> pd.DataFrame:
+    if blocks.empty:
+        return blocks
+    agg = blocks.groupby(["agent", "task"]).agg(
+        items=("items", "sum"), wall_s=("wall_s", "sum"), completion_tokens=("completion_tokens", "sum"),
+        joules=("joules", lambda s: s.sum(min_count=1)), peak_vram_mib=("peak_vram_mib", "max"),
+        bits_per_weight=("bits_per_weight", "last"), backend=("backend", "last"), parallel=("parallel", "last"),
+        device=("device", "last")).reset_index()
+    agg["items_per_s"] = agg["items"] / agg["wall_s"]
+    agg["gen_tok_per_s"] = agg["completion_tokens"] / agg["wall_s"]
+    agg["wh_per_mtok"] = agg["joules"] / 3600 / agg["completion_tokens"].clip(lower=1) * 1e6
+    return agg
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _md(df: pd.DataFrame, cols: list[str]) -> str:
+    if df.empty:
+        return "(none)\n"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(results: str | Path, reference: str | None = None) -> Report:
+    results = Path(results)
+    frame = ResultsTable(results).read(source="eval")
+    if frame.empty:
+        raise ResultsSchemaError(f"{results}: no eval rows; run `quantswarm eval run` first")
+    ref = pick_reference(frame, reference)
+    acc = accuracy_table(frame)
+    pair = paired_table(frame, ref)
+    speed = speed_table(read_blocks(results))
+    fid = read_fidelity(results)
+    meta = frame.iloc[0]
+    md = [f"# Quantization eval report\n\nResults: `{results}` · device: {meta.device} · backend: {meta.backend} · "
+          f"rows: {len(frame)} · reference: **{ref}** ({frame[frame.agent == ref].reference.iloc[0] or 'as given'})\n",
+          "## Accuracy (95% Wilson CI)\n",
+          _md(acc, ["agent", "made_as", "task", "filter", "n", "accuracy", "ci_low", "ci_high"]),
+          f"\n## Paired difference vs {ref} (primary filter; bootstrap 95% CI; McNemar exact p; flips)\n",
+          _md(pair, ["agent", "task", "n", "acc_a", "acc_b", "diff", "low", "high", "p_mcnemar", "right_to_wrong",
+                     "wrong_to_right"])]
+    if fid:
+        fdf = pd.DataFrame([asdict(f) for f in fid.values()])
+        md += [f"\n## Token-level fidelity vs {next(iter(fid.values())).reference_agent} (llama-perplexity)\n",
+               _md(fdf, ["agent", "mean_kld", "kld_err", "same_top1_pct", "ppl", "tokens"])]
+    if not speed.empty:
+        md += ["\n## Speed and energy (per agent × task block)\n",
+               _md(speed, ["agent", "task", "items", "wall_s", "items_per_s", "gen_tok_per_s", "bits_per_weight",
+                           "peak_vram_mib", "joules", "wh_per_mtok", "backend", "parallel"])]
+    return Report(acc, pair, speed, ref, "\n".join(md))
+
+
+def plot(report: Report, fidelity: dict, out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if report.speed.empty:
+        return None
+    bpw = report.speed.groupby("agent").bits_per_weight.last()
+    prim = report.accuracy[report.accuracy.primary].copy()
+    prim["bpw"] = prim.agent.map(bpw)
+    prim = prim.dropna(subset=["bpw"])
+    fig, axes = plt.subplots(1, 2 if fidelity else 1, figsize=(12 if fidelity else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for task, g in prim.groupby("task"):
+        g = g.sort_values("bpw")
+        ax.errorbar(g.bpw, g.accuracy, yerr=[g.accuracy - g.ci_low, g.ci_high - g.accuracy], marker="o", capsize=3,
+                    label=task)
+        for _, r in g.iterrows():
+            ax.annotate(r.quant, (r.bpw, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("accuracy (primary filter, 95% CI)")
+    ax.set_title("Accuracy vs bits per weight")
+    ax.legend(fontsize=8)
+    if fidelity:
+        ax2 = axes[0][1]
+        pts = [(bpw.get(a), f.mean_kld, a) for a, f in fidelity.items() if a in bpw]
+        if pts:
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red")
+            for x, y, a in pts:
+                ax2.annotate(a.split("@")[-1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax2.set_xlabel("bits per weight")
+        ax2.set_ylabel("mean KL divergence vs reference")
+        ax2.set_yscale("log")
+        ax2.set_title("Next-token KLD vs bits per weight")
+    fig.tight_layout()
+    path = out / "accuracy_vs_bpw.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: str | Path, out: str | Path | None = None, reference: str | None = None) -> Report:
+    rep = build_report(results, reference)
+    out = Path(out or Path(results) / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(rep.markdown)
+    rep.accuracy.to_csv(out / "accuracy.csv", index=False)
+    rep.paired.to_csv(out / "paired.csv", index=False)
+    if not rep.speed.empty:
+        rep.speed.to_csv(out / "speed.csv", index=False)
+    plot(rep, read_fidelity(Path(results)), out)
+    return rep
