@@ -37,6 +37,7 @@ def compile_cmd(
     num_candidates: int = typer.Option(2, help="BootstrapFewShotWithRandomSearch candidates"),
     gepa_max_metric_calls: int = typer.Option(40, help="GEPA budget"),
     simba_steps: int = typer.Option(2, help="SIMBA steps"),
+    reflection_max_tokens: int = typer.Option(128, help="Max tokens of an optimizer's instruction proposal"),
     power_w: float = typer.Option(30.0, help="Watts for latency-based cost when rows have no joules"),
     cost_basis: str = typer.Option("auto", help="auto | joules | latency | size"),
     unsolved_agent: str = typer.Option("", help="Label for items no agent solved (default: most accurate)"),

@@ -105,7 +105,8 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
         api_base = engine.url
     try:
         lm = dspy_lm(api_base, max_tokens=config.max_tokens if not config.rationale else max(config.max_tokens, 64))
-        reflection_lm = dspy_lm(config.reflection_model or api_base, max_tokens=256, temperature=0.7)
+        reflection_lm = dspy_lm(config.reflection_model or api_base, max_tokens=config.reflection_max_tokens,
+                                temperature=0.7)
         metric = CostAwareMetric(config.partial_credit)
         trainset, devset = to_dspy(train), to_dspy(dev)
         student = RouterProgram(swarm, rationale=config.rationale, max_chars=config.max_chars,

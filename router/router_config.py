@@ -72,6 +72,9 @@ class RouterConfig:
     reflection_model: str = field(
         default="", metadata={"help": "GEPA/SIMBA reflection LM as a llama-server URL (default: the router LM)"}
     )
+    reflection_max_tokens: int = field(
+        default=128, metadata={"help": "Max tokens of a GEPA/SIMBA/MIPRO proposal (instruction rewrite)"}
+    )
     simba_steps: int = field(default=2, metadata={"help": "SIMBA optimization steps"})
     simba_bsize: int = field(default=4, metadata={"help": "SIMBA mini-batch size"})
     simba_candidates: int = field(default=2, metadata={"help": "SIMBA candidates per step"})
@@ -94,7 +97,8 @@ class RouterConfig:
         if self.mipro_auto not in ("light", "medium"):
             raise ConfigError(f"mipro_auto={self.mipro_auto!r}: choose light or medium")
         for name in ("max_train", "max_dev", "max_tokens", "max_chars", "n_ctx", "num_threads", "num_candidates",
-                     "gepa_max_metric_calls", "simba_steps", "simba_bsize", "simba_candidates"):
+                     "gepa_max_metric_calls", "reflection_max_tokens", "simba_steps", "simba_bsize",
+                     "simba_candidates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: set a positive number")
         if self.max_demos < 0:
