@@ -167,51 +167,65 @@ def propose(proposer: Proposer, task: Task, item: Item, messages: list[Message])
     return None, proposer.k
 
 
+def _chosen(task: Task, item: Item, messages: list[Message], proposers: list[Proposer],
+            gold_fallback: bool) -> tuple[str | None, str, int, str]:
+    """(verified trace or None, its source, model samples drawn, why none) for one failure."""
+    attempts = 0
+    for prop in proposers:
+        text, tries = propose(prop, task, item, messages)
+        attempts += tries
+        if text is not None:
+            return text, prop.name, attempts, ""
+    if not gold_fallback:
+        return None, "", attempts, "no_verified_trace"
+    text = gold_trace(item)
+    if verified(task, text, item):
+        return text, "gold", attempts, ""
+    return None, "", attempts, "gold_unverified"
+
+
 def build_pairs(failures: Iterable[Failure], task: Task, template: ChatTemplate, proposers: list[Proposer], *,
-                gold_fallback: bool = True, max_length: int = 768,
+                gold_fallback: bool = True, max_length: int = 768, workers: int = 1,
                 log: Callable[[str], None] = print) -> PairSet:
-    """One pair per failure where some source gives a verified trace; deduplicated and length-capped."""
+    """One pair per failure where some source gives a verified trace; deduplicated and length-capped.
+
+    ``workers`` failures are sampled at once (match the engines' ``parallel`` slots); pairs keep failure order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     failures = list(failures)
     out = PairSet()
     seen: set[tuple[str, str, str]] = set()
-    for n, fail in enumerate(failures, 1):
-        item = fail.item
-        messages = task.messages(item)
-        prompt = template.render(messages)
-        if primary_correct(task, fail.output, item):
+    todo = []
+    for fail in failures:
+        if primary_correct(task, fail.output, fail.item):
             out.dropped["rejected_not_wrong"] += 1
-            continue
-        chosen, source, attempts = None, "", 0
-        for prop in proposers:
-            text, tries = propose(prop, task, item, messages)
-            attempts += tries
-            if text is not None:
-                chosen, source = text, prop.name
-                break
-        if chosen is None and gold_fallback:
-            text = gold_trace(item)
-            if verified(task, text, item):
-                chosen, source = text, "gold"
-            else:
-                out.dropped["gold_unverified"] += 1
-        if chosen is None:
-            out.dropped["no_verified_trace"] += 1
-            log(f"[pairs {n}/{len(failures)}] {item.item_id}: no verified trace")
-            continue
-        pair = make_pair(task, item, prompt, chosen, fail.output, source, attempts)
-        key = (pair.prompt, pair.chosen, pair.rejected)
-        if key in seen:
-            out.dropped["duplicate"] += 1
-            continue
-        seen.add(key)
-        pair.prompt_tokens = template.count(prompt)
-        pair.chosen_tokens = template.count(pair.chosen) + 1  # + end-of-turn token trl appends
-        pair.rejected_tokens = template.count(pair.rejected) + 1
-        if pair.prompt_tokens + max(pair.chosen_tokens, pair.rejected_tokens) > max_length:
-            out.dropped["too_long"] += 1
-            log(f"[pairs {n}/{len(failures)}] {item.item_id}: dropped, longer than {max_length} tokens")
-            continue
-        out.pairs.append(pair)
-        log(f"[pairs {n}/{len(failures)}] {item.item_id}: chosen from {source}"
-            + (f" after {attempts} samples" if attempts else ""))
+        else:
+            todo.append(fail)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(_chosen, task, f.item, task.messages(f.item), proposers, gold_fallback)
+                   for f in todo]
+        for n, (fail, fut) in enumerate(zip(todo, futures, strict=True), 1):
+            item = fail.item
+            chosen, source, attempts, why = fut.result()
+            tag = f"[pairs {n}/{len(todo)}] {item.item_id}:"
+            if chosen is None:
+                out.dropped[why] += 1
+                log(f"{tag} no verified trace ({why})")
+                continue
+            pair = make_pair(task, item, template.render(task.messages(item)), chosen, fail.output, source, attempts)
+            key = (pair.prompt, pair.chosen, pair.rejected)
+            if key in seen:
+                out.dropped["duplicate"] += 1
+                continue
+            seen.add(key)
+            pair.prompt_tokens = template.count(pair.prompt)
+            pair.chosen_tokens = template.count(pair.chosen) + 1  # + end-of-turn token trl appends
+            pair.rejected_tokens = template.count(pair.rejected) + 1
+            if pair.prompt_tokens + max(pair.chosen_tokens, pair.rejected_tokens) > max_length:
+                out.dropped["too_long"] += 1
+                log(f"{tag} dropped, longer than {max_length} tokens")
+                continue
+            out.pairs.append(pair)
+            log(f"{tag} chosen from {source}" + (f" after {attempts} model samples" if attempts else ""))
     return out

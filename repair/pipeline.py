@@ -56,8 +56,6 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
                   log: Callable[[str], None]) -> PairSet:
     """Evaluate the degraded agent on train items, mine its failures, build and save verified pairs."""
     task = load_task(cfg.task)
-    if cfg.max_tokens:
-        task = replace(task, generation=replace(task.generation, max_tokens=cfg.max_tokens))
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
@@ -70,18 +68,20 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     if not failures:
         raise QuantswarmError(f"{agent_name} answered all {len(train)} train items correctly: nothing to repair; "
                               "raise --train-items or pick a lower --quant")
+    if cfg.max_tokens:
+        task = replace(task, generation=replace(task.generation, max_tokens=cfg.max_tokens))
     template = ChatTemplate(agent)
     engines, proposers = [], []
     try:
         for name, path in (("reference", str(reference)), ("expert", cfg.expert)):
             if not path:
                 continue
-            eng = open_engine(str(resolve_model(path)), backend=cfg.backend, n_ctx=cfg.n_ctx,
+            eng = open_engine(str(resolve_model(path)), backend=cfg.backend, n_ctx=cfg.n_ctx, parallel=cfg.parallel,
                               n_gpu_layers=cfg.n_gpu_layers, seed=cfg.seed)
             engines.append(eng)
             proposers.append(Proposer(name, eng, cfg.samples_k, cfg.sample_temperature, cfg.seed))
         pairs = build_pairs(failures, task, template, proposers, gold_fallback=cfg.gold_fallback,
-                            max_length=cfg.max_length, log=log)
+                            max_length=cfg.max_length, workers=cfg.parallel, log=log)
     finally:
         for eng in engines:
             eng.close()

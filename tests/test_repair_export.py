@@ -61,14 +61,14 @@ def test_merged_requantized_gguf_loads_and_answers(trained, smollm2):
     assert inspect_gguf(files["quant"]).file_type == "Q4_0"
     engine = open_engine(str(files["quant"]), backend="llama-cpp-python", n_ctx=512)
     try:
-        answer = engine.chat(QUESTION, GenerationParams(max_tokens=24))
+        answer = engine.chat(QUESTION, GenerationParams(max_tokens=8))
     finally:
         engine.close()
     assert answer.completion_tokens > 0 and answer.text.strip()
     # the cheap alternative: the degraded agent's file plus the GGUF LoRA
     engine = open_engine(str(smollm2), backend="llama-cpp-python", n_ctx=512, lora_path=str(files["lora"]))
     try:
-        answer = engine.chat(QUESTION, GenerationParams(max_tokens=24))
+        answer = engine.chat(QUESTION, GenerationParams(max_tokens=8))
     finally:
         engine.close()
     assert answer.completion_tokens > 0 and answer.text.strip()

@@ -1,0 +1,62 @@
+"""DPO repair campaign: run the whole loop with a preset and keep the small artifacts in git.
+
+    .venv/bin/python benchmarks/repair_campaign.py cpu          # SmolLM2-135M Q4_1 -> Q2_K, tiny counts
+    .venv/bin/python benchmarks/repair_campaign.py gpu --agent qwen2.5-coder-0.5b-instruct-f16.gguf
+
+Big files (GGUFs, HF weights, adapter) stay in ``runs/repair-<preset>``; the report, pair summary,
+pairs, training log and config are copied to ``benchmarks/results/repair-<preset>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from repair.pipeline import run_repair  # noqa: E402
+from repair.repair_config import RepairConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = {
+    # 2-core CPU: prove the loop end to end, not the effect
+    "cpu": dict(agent=str(Path.home() / ".cache/quantswarm/models/smollm2-135m-instruct-q4_1.gguf"), quant="Q2_K",
+                train_items=4, eval_items=3, mmlu_items=3, samples_k=1, max_tokens=48, batch_size=2, grad_accum=1,
+                max_steps=2, max_length=512, max_minutes=4, backend="llama-cpp-python", parallel=1),
+    # one H100: the real-sized run (a strongly degraded 0.5B agent, a few hundred pairs, <= 5 min of DPO)
+    "gpu": dict(quant="Q2_K", train_items=600, eval_items=400, mmlu_items=400, samples_k=4, batch_size=8,
+                grad_accum=2, max_length=768, max_minutes=5, backend="llama-server", parallel=8),
+}
+KEEP = ("report.md", "report.json", "train_result.json", "repair_config.json", "pairs/pairs_summary.json",
+        "pairs/pairs.jsonl")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("preset", choices=sorted(PRESETS))
+    ap.add_argument("--agent", help="GGUF at reference precision (overrides the preset)")
+    ap.add_argument("--hf-model", default="", help="HF folder of the reference weights, if at hand")
+    args = ap.parse_args()
+    settings = dict(PRESETS[args.preset], out_dir=str(REPO / "runs" / f"repair-{args.preset}"))
+    if args.agent:
+        settings["agent"] = args.agent
+    if args.hf_model:
+        settings["hf_model"] = args.hf_model
+    if "agent" not in settings:
+        ap.error("--agent is required for this preset")
+    cfg = RepairConfig(**settings)
+    run_repair(cfg)
+    dest = REPO / "benchmarks" / "results" / f"repair-{args.preset}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in KEEP:
+        src = cfg.out / rel
+        if src.exists():
+            shutil.copy2(src, dest / Path(rel).name)
+    print(f"kept {', '.join(KEEP)} in {dest}")
+
+
+if __name__ == "__main__":
+    main()
