@@ -55,7 +55,10 @@ def route_signature(swarm: Swarm) -> type[dspy.Signature]:
 
 
 class LenientChatAdapter(ChatAdapter):
-    """ChatAdapter that, when the strict parse fails, accepts the first agent name the answer mentions."""
+    """ChatAdapter that, when the strict parse fails, accepts the first agent name the answer mentions.
+
+    For the optimizers' own single-text-output signatures (instruction proposals) it takes the bare answer text.
+    """
 
     def __init__(self, names: list[str]):
         super().__init__(use_json_adapter_fallback=False)
@@ -69,6 +72,10 @@ class LenientChatAdapter(ChatAdapter):
         try:
             return super().parse(signature, completion)
         except AdapterParseError:
+            outputs = signature.output_fields
+            if "agent" not in outputs and len(outputs) == 1 and next(iter(outputs.values())).annotation is str:
+                # an optimizer's proposal LM (MIPRO, SIMBA) answered without field headers: take the text itself
+                return {next(iter(outputs)): completion.strip()}
             match = self._pattern.search(completion)
             if match is None:
                 raise

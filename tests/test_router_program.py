@@ -71,3 +71,10 @@ def test_load_refuses_a_mismatched_program(tmp_path, data):
     (out / "manifest.json").write_text("{}")
     with pytest.raises(ConfigError, match="format"):
         load_program(out)
+
+
+def test_lenient_adapter_takes_a_bare_proposal_text(data):
+    sig = dspy.Signature("context -> proposed_instruction")
+    adapter = LenientChatAdapter(data.swarm.names)
+    got = adapter.parse(sig, "Send maths to math and code to coder.")
+    assert got == {"proposed_instruction": "Send maths to math and code to coder."}
