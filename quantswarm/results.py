@@ -141,7 +141,7 @@ class ResultsTable:
             )
         self.path.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)
-        name = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"  # sorts in write order
         tmp = self.path / f".{name}.tmp"
         pq.write_table(table, tmp, metadata_collector=None)
         tmp.rename(self.path / name)
@@ -186,9 +186,13 @@ def read_part(path: Path) -> pd.DataFrame:
         raise ResultsSchemaError(f"{path}: not a quantswarm results file, missing columns {missing}")
     for name in COLUMNS:
         want, got = SCHEMA.field(name).type, table.schema.field(name).type
-        if want != got and not (pa.types.is_null(got)):
+        if want != got and not pa.types.is_null(got) and not (_stringy(want) and _stringy(got)):
             raise ResultsSchemaError(f"{path}: column {name!r} has type {got}, expected {want}")
     return table.select(COLUMNS).cast(SCHEMA).to_pandas()
+
+
+def _stringy(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def versions_json(extra: dict[str, str] | None = None) -> str:

@@ -38,3 +38,13 @@ def llama_server_bin() -> Path:
 def shared_data() -> Path | None:
     d = REPO.parent / "shared" / "data"
     return d if d.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_ladder(smollm2, tmp_path_factory) -> Path:
+    """A real ladder of the tiny model: F16 (from Q4_1), Q8_0 and Q2_K, made once per session."""
+    from evals.ladder import make_ladder
+
+    out = tmp_path_factory.mktemp("ladder")
+    make_ladder(smollm2, out, ("Q8_0", "Q2_K"))
+    return out

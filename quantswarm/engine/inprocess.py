@@ -82,6 +82,7 @@ class InProcessEngine:
     def chat(self, messages: list[Message], params: GenerationParams | None = None) -> Completion:
         p = params or GenerationParams()
         with self._context() as llm:
+            llm.reset()  # no prefix reuse: a reused KV prefix changes float sums and so greedy picks
             t0 = time.perf_counter()
             out = llm.create_chat_completion(
                 messages=messages,
@@ -105,6 +106,7 @@ class InProcessEngine:
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Completion:
         p = params or GenerationParams()
         with self._context() as llm:
+            llm.reset()
             t0 = time.perf_counter()
             out = llm.create_completion(
                 prompt,
