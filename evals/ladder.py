@@ -132,8 +132,10 @@ def make_ladder(model: str | Path, out_dir: str | Path, quants: tuple[str, ...] 
     for r in rungs:
         ri = inspect_gguf(r.path)
         r.size_bytes, r.bits_per_weight = ri.size_bytes, round(ri.bits_per_weight, 3)
+    # rung paths are stored relative to the ladder folder, so a ladder can be moved or carried
+    stored = [{**asdict(r), "path": Path(r.path).name if Path(r.path).parent == out_dir else r.path} for r in rungs]
     manifest.write_text(json.dumps({"source": str(model), "source_sha": sha, "source_type": info.file_type,
-                                    "rungs": [asdict(r) for r in rungs]}, indent=2))
+                                    "rungs": stored}, indent=2))
     return rungs
 
 
@@ -141,4 +143,7 @@ def read_ladder(out_dir: str | Path) -> list[Rung]:
     manifest = Path(out_dir) / "ladder.json"
     if not manifest.exists():
         raise ConfigError(f"{manifest}: no ladder here; run `quantswarm eval ladder MODEL --out {out_dir}`")
-    return [Rung(**r) for r in json.loads(manifest.read_text())["rungs"]]
+    rungs = [Rung(**r) for r in json.loads(manifest.read_text())["rungs"]]
+    for r in rungs:
+        r.path = str(Path(out_dir) / r.path) if not Path(r.path).is_absolute() else r.path
+    return rungs
