@@ -15,53 +15,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from quantswarm.engine.base import quiet_native_stderr
 from quantswarm.engine.build import require_tool
 from quantswarm.errors import ConfigError, EngineError
+from quantswarm.quantize import ftype, quantize
 from quantswarm.registry import inspect_gguf, sha256_file
+
+__all__ = ["DEFAULT_QUANTS", "Rung", "ftype", "make_imatrix", "make_ladder", "quantize", "read_ladder"]
 
 DEFAULT_QUANTS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 FULL_PRECISION = ("F32", "F16", "BF16")
-
-
-def ftype(qtype: str) -> int:
-    """llama.cpp's LLAMA_FTYPE constant for a quant name such as ``Q4_K_M``."""
-    import llama_cpp
-
-    name = qtype.upper()
-    for prefix in ("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_"):
-        if hasattr(llama_cpp, prefix + name):
-            return int(getattr(llama_cpp, prefix + name))
-    known = sorted(k.removeprefix("LLAMA_FTYPE_MOSTLY_") for k in dir(llama_cpp) if k.startswith("LLAMA_FTYPE_MOSTLY_"))
-    raise ConfigError(f"unknown quant type {qtype!r}; llama.cpp knows: {', '.join(known)}")
-
-
-def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Path | None = None,
-             threads: int = 0) -> Path:
-    """Write ``src`` as ``qtype`` to ``dst`` (allow-requantize on). With ``imatrix``, uses llama-quantize."""
-    src, dst = Path(src), Path(dst)
-    inspect_gguf(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    if imatrix:
-        res = subprocess.run([str(require_tool("llama-quantize")), "--allow-requantize", "--imatrix", str(imatrix),
-                              str(src), str(tmp), qtype.upper(), str(threads or 0)], capture_output=True, text=True)
-        if res.returncode != 0:
-            raise EngineError(f"llama-quantize {qtype} failed: {res.stderr[-400:]}")
-    else:
-        import llama_cpp
-
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype(qtype)
-        params.allow_requantize = True
-        params.nthread = threads
-        with quiet_native_stderr():
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-        if rc != 0:
-            tmp.unlink(missing_ok=True)
-            raise EngineError(f"llama.cpp could not quantize {src} to {qtype} (code {rc})")
-    tmp.replace(dst)
-    return dst
 
 
 @dataclass

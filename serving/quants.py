@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
-from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
-from quantswarm.errors import ConfigError, EngineError
+from quantswarm.errors import ConfigError
+from quantswarm.quantize import quantize
 from serving.swarm_config import SwarmConfig
 
-
-def quantize(src: str | Path, dst: str | Path, qtype: str) -> Path:
-    """Quantize ``src`` to ``dst`` as ``qtype`` (e.g. Q8_0) with llama.cpp's quantizer; written atomically."""
-    import llama_cpp
-
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}", None) or getattr(llama_cpp, f"LLAMA_FTYPE_{qtype}", None)
-    if ftype is None:
-        raise ConfigError(f"quantize_from.type: llama.cpp has no file type {qtype!r}")
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.allow_requantize = True
-    with _quiet_stderr(dst.with_name(f".{dst.name}.quantize.log")):
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-    if rc != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        raise EngineError(f"llama.cpp could not quantize {src} to {qtype} (code {rc})")
-    tmp.rename(dst)
-    return dst
-
-
-@contextmanager
-def _quiet_stderr(log: Path):
-    """Send the C library's per-tensor chatter (fd 2) to ``log`` while quantizing."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(log, "w") as f, redirect_stderr(f):  # llama-cpp-python's log callback writes to sys.stderr
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+__all__ = ["prepare_models", "quantize"]
 
 
 def prepare_models(cfg: SwarmConfig, log: Callable[[str], None] = print) -> list[str]:
