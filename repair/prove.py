@@ -72,8 +72,9 @@ class RepairReport:
         for c in (self.gsm8k, self.mmlu):
             if c is None:
                 continue
-            share = ("n/a (reference not better)" if c.share_recovered is None else
-                     f"{c.share_recovered:+.1%} ({c.share_ci[0]:+.1%}, {c.share_ci[1]:+.1%})")
+            share = "n/a (reference not better)" if c.share_recovered is None else f"{c.share_recovered:+.1%}"
+            if c.share_ci is not None:
+                share += f" ({c.share_ci[0]:+.1%}, {c.share_ci[1]:+.1%})"
             lines.append(f"| {c.task} | {c.items} | {c.accuracy['before']:.1%} | {c.accuracy['after']:.1%} | "
                          f"{c.accuracy['reference']:.1%} | {c.delta:+.1%} ({c.delta_ci[0]:+.1%}, "
                          f"{c.delta_ci[1]:+.1%}) | {share} | {c.mcnemar_p:.3g} |")
