@@ -16,7 +16,7 @@ def _frame(before: list[int], after: list[int], reference: list[int]) -> pd.Data
 def test_share_of_gap_recovered_with_paired_ci():
     before = [0] * 16 + [1] * 4  # 20%
     after = [1] * 6 + [0] * 10 + [1] * 4  # 50%: 6 fixed, none broken
-    reference = [1] * 14 + [0] * 2 + [1] * 4  # 80%
+    reference = [1] * 12 + [0] * 4 + [1] * 4  # 80%
     c = compare(_frame(before, after, reference), "gsm8k_cot_zeroshot", n_boot=4000, seed=1)
     assert c.items == 20
     assert c.accuracy == pytest.approx({"before": 0.2, "after": 0.5, "reference": 0.8})
