@@ -25,7 +25,7 @@ PRESETS = {
     # 2-core CPU: prove the loop end to end, not the effect
     "cpu": dict(agent=str(Path.home() / ".cache/quantswarm/models/smollm2-135m-instruct-q4_1.gguf"), quant="Q2_K",
                 train_items=4, eval_items=3, mmlu_items=3, samples_k=1, max_tokens=48, batch_size=2, grad_accum=1,
-                max_steps=2, max_length=512, max_minutes=4, backend="llama-cpp-python", parallel=1),
+                max_steps=2, warmup_ratio=0.0, max_length=512, max_minutes=4, backend="llama-cpp-python", parallel=1),
     # one H100: the real-sized run (a strongly degraded 0.5B agent, a few hundred pairs, <= 5 min of DPO)
     "gpu": dict(quant="Q2_K", train_items=600, eval_items=400, mmlu_items=400, samples_k=4, batch_size=8,
                 grad_accum=2, max_length=768, max_minutes=5, backend="llama-server", parallel=8),

@@ -87,7 +87,7 @@ class TimeBudget(TrainerCallback):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.start >= self.limit_s:
+        if time.monotonic() - self.start >= self.limit_s and state.global_step < state.max_steps:
             self.stopped = True
             control.should_training_stop = True
         return control
