@@ -18,6 +18,7 @@ import pandas as pd
 
 from evals.eval_config import EvalConfig
 from evals.runner import run_eval
+from evals.stats import paired
 from evals.task import load_task
 from quantswarm.errors import QuantswarmError
 from quantswarm.registry import sha256_file
@@ -104,28 +105,24 @@ def outcomes(table: ResultsTable, task: str, models: dict[str, tuple[str, str]],
 
 
 def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Accuracies, after-before with a paired bootstrap CI, share of the gap recovered, McNemar."""
-    from scipy.stats import binomtest
-
+    """Accuracies, after-before (evals.stats.paired: bootstrap CI, McNemar), share of the gap recovered."""
     x = {r: frame[r].to_numpy(dtype=float) for r in ROLES}
     n = len(frame)
     acc = {r: float(x[r].mean()) for r in ROLES}
+    d = paired(frame["before"].to_numpy(bool), frame["after"].to_numpy(bool), n_boot=n_boot, seed=seed)
     delta, gap = acc["after"] - acc["before"], acc["reference"] - acc["before"]
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boot = {r: x[r][idx].mean(axis=1) for r in ROLES}
-    d_boot = boot["after"] - boot["before"]
-    g_boot = boot["reference"] - boot["before"]
     share = share_ci = None
     if gap > 0:
+        # the share needs all three models resampled on the same items, so it has its own joint bootstrap
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        boot = {r: x[r][idx].mean(axis=1) for r in ROLES}
+        d_boot, g_boot = boot["after"] - boot["before"], boot["reference"] - boot["before"]
         share = delta / gap
         ok = g_boot > 0  # resamples where there is a gap to recover
         ratios = d_boot[ok] / g_boot[ok]
         share_ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))) if ok.any() else None
-    b = int(((x["before"] == 0) & (x["after"] == 1)).sum())
-    c = int(((x["before"] == 1) & (x["after"] == 0)).sum())
-    p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
-    return Comparison(task, n, acc, delta, (float(np.percentile(d_boot, 2.5)), float(np.percentile(d_boot, 97.5))),
-                      gap, share, share_ci, p, (b, c))
+    return Comparison(task, n, acc, delta, (d.low, d.high), gap, share, share_ci, d.p_mcnemar,
+                      (d.wrong_to_right, d.right_to_wrong))
 
 
 def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
