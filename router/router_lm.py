@@ -29,11 +29,17 @@ def resolve_router_model(spec: str, swarm_router_model: str = "") -> Path:
     return resolve_model(DEFAULT_MODEL)
 
 
-def start_router_server(model: Path, *, n_ctx: int = 4096, parallel: int = 2, seed: int = 0):
-    """Start llama-server on 127.0.0.1 for the router model; the caller closes it."""
+def start_router_server(model: Path, *, n_ctx: int = 4096, parallel: int = 2, seed: int = 0,
+                        n_threads: int | None = None):
+    """Start llama-server on 127.0.0.1 for the router model; the caller closes it.
+
+    ``n_threads`` defaults to $QUANTSWARM_ROUTER_THREADS, else 1: the router is co-resident with the swarm's agents,
+    and on a busy CPU llama.cpp's spinning thread pool collapses token generation when threads are oversubscribed.
+    """
     from quantswarm.engine.server import LlamaServerEngine
 
-    return LlamaServerEngine(str(model), n_ctx=n_ctx, parallel=parallel, seed=seed)
+    threads = n_threads or int(os.environ.get("QUANTSWARM_ROUTER_THREADS", "1"))
+    return LlamaServerEngine(str(model), n_ctx=n_ctx, parallel=parallel, seed=seed, n_threads=threads)
 
 
 def dspy_lm(api_base: str, *, max_tokens: int, temperature: float = 0.0, name: str = "router"):
