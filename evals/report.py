@@ -54,7 +54,7 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         ci = wilson(int(g.correct.sum()), len(g))
         rows.append({"agent": agent, "quant": quant, "made_as": ref or quant, "task": task, "filter": filt,
                      "primary": bool(g.primary.iloc[0]), "n": ci.n, "accuracy": ci.value, "ci_low": ci.low,
-                     "ci_high": ci.high})
+                     "ci_high": ci.high, "errors": int(g.output.str.startswith("[error]").sum())})
     return pd.DataFrame(rows)
 
 
@@ -117,8 +117,8 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
     meta = frame.iloc[0]
     md = [f"# Quantization eval report\n\nResults: `{results}` · device: {meta.device} · backend: {meta.backend} · "
           f"rows: {len(frame)} · reference: **{ref}** ({frame[frame.agent == ref].reference.iloc[0] or 'as given'})\n",
-          "## Accuracy (95% Wilson CI)\n",
-          _md(acc, ["agent", "made_as", "task", "filter", "n", "accuracy", "ci_low", "ci_high"]),
+          "## Accuracy (95% Wilson CI; `errors`: items the engine refused, e.g. over n_ctx, scored wrong)\n",
+          _md(acc, ["agent", "made_as", "task", "filter", "n", "accuracy", "ci_low", "ci_high", "errors"]),
           f"\n## Paired difference vs {ref} (primary filter; bootstrap 95% CI; McNemar exact p; flips)\n",
           _md(pair, ["agent", "task", "n", "acc_a", "acc_b", "diff", "low", "high", "p_mcnemar", "right_to_wrong",
                      "wrong_to_right"])]

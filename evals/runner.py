@@ -24,7 +24,7 @@ from evals.task import Task, load_task
 from quantswarm.energy import EnergyMeter, device_label, sample
 from quantswarm.engine import Engine, best_choice, open_engine
 from quantswarm.engine.base import GenerationParams
-from quantswarm.errors import ConfigError, QuantswarmError
+from quantswarm.errors import ConfigError, EngineError, QuantswarmError
 from quantswarm.loaders import Item
 from quantswarm.registry import inspect_gguf, resolve_model, sha256_file
 from quantswarm.results import ResultRow, ResultsTable, new_run_id, prompt_hash, versions_json
@@ -59,6 +59,15 @@ def expand_models(specs: list[str]) -> list[ModelSpec]:
     if dupes:
         raise ConfigError(f"two models share the agent name(s) {sorted(dupes)}: name them with NAME=PATH")
     return out
+
+
+ERROR_PREFIX = "[error]"  # output of an item the engine refused; scored wrong and counted in the report
+
+
+def engine_alive(engine: Engine) -> bool:
+    """False when a llama-server backend's process has died (then the run stops and can be resumed)."""
+    proc = getattr(engine, "proc", None)
+    return proc is None or proc.poll() is None
 
 
 class _EnergyClock:
@@ -106,6 +115,8 @@ def _rows(
 ) -> list[ResultRow]:
     output, ptok, ctok, latency = answer
     scored_text = output.split("\t", 1)[0] if task.method == "logprob" else output
+    if output.startswith(ERROR_PREFIX):
+        scored_text = ""
     prompt = json.dumps(messages)
     return [
         ResultRow(
@@ -229,7 +240,12 @@ def _run_block(
 
     def one(item: Item):
         msgs = task.messages(item, task.fewshot_items(item, pool))
-        return item, msgs, _answer(engine, task, msgs, params)
+        try:
+            return item, msgs, _answer(engine, task, msgs, params)
+        except EngineError as exc:  # e.g. a prompt longer than n_ctx: recorded as a failed item, not a lost run
+            if not engine_alive(engine):
+                raise
+            return item, msgs, (f"{ERROR_PREFIX} {exc}", 0, 0, 0.0)
 
     bar = tqdm(total=len(items), desc=f"{model.agent} {task.name}", unit="item", disable=not cfg.progress)
     with EnergyMeter() as meter, ThreadPoolExecutor(max_workers=engine.parallel) as pool_exec:
