@@ -14,6 +14,7 @@ import json
 import os
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def gsm8k_gold(answer: str) -> tuple[str, str]:
     return gold.strip().replace(",", ""), rationale.strip()
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; DataError naming file:line on bad JSON."""
+    path = Path(path)
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -70,8 +72,11 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object")
-            rows.append(row)
-    return rows
+            yield n, row
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _hub_offline() -> bool:

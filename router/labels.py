@@ -9,13 +9,13 @@ else bits-per-weight x parameters of its GGUF. Items no agent solved go to ``uns
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from quantswarm.errors import ConfigError, DataError
+from quantswarm.loaders import iter_jsonl
 from quantswarm.paths import models_dir
 from quantswarm.results import ResultsTable
 from router.swarm import AgentSpec, Swarm
@@ -145,14 +145,8 @@ def labels_from_jsonl(path: str | Path, swarm: Swarm) -> LabeledData:
     if not p.is_file():
         raise DataError(f"{p}: no such labels file; give --labels FILE.jsonl")
     examples = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("task"), str) or not isinstance(row.get("agent"), str):
+    for n, row in iter_jsonl(p):
+        if not isinstance(row.get("task"), str) or not isinstance(row.get("agent"), str):
             raise DataError(f"{p}:{n}: needs string fields 'task' and 'agent'")
         ok = {row["agent"], *row.get("also_ok", [])}
         unknown = ok - set(swarm.names)

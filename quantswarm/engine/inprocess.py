@@ -79,13 +79,12 @@ class InProcessEngine:
         finally:
             self._pool.put(llm)
 
-    def chat(self, messages: list[Message], params: GenerationParams | None = None) -> Completion:
-        p = params or GenerationParams()
+    def _run(self, call: str, arg, p: GenerationParams, text_of) -> Completion:
         with self._context() as llm:
             llm.reset()  # no prefix reuse: a reused KV prefix changes float sums and so greedy picks
             t0 = time.perf_counter()
-            out = llm.create_chat_completion(
-                messages=messages,
+            out = getattr(llm, call)(
+                arg,
                 max_tokens=p.max_tokens,
                 temperature=p.temperature,
                 top_p=p.top_p,
@@ -96,36 +95,19 @@ class InProcessEngine:
             latency = (time.perf_counter() - t0) * 1000
         choice = out["choices"][0]
         return Completion(
-            text=choice["message"]["content"] or "",
+            text=text_of(choice) or "",
             prompt_tokens=out["usage"]["prompt_tokens"],
             completion_tokens=out["usage"]["completion_tokens"],
             latency_ms=latency,
             finish_reason=choice.get("finish_reason") or "",
         )
 
+    def chat(self, messages: list[Message], params: GenerationParams | None = None) -> Completion:
+        return self._run("create_chat_completion", messages, params or GenerationParams(),
+                         lambda c: c["message"]["content"])
+
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Completion:
-        p = params or GenerationParams()
-        with self._context() as llm:
-            llm.reset()
-            t0 = time.perf_counter()
-            out = llm.create_completion(
-                prompt,
-                max_tokens=p.max_tokens,
-                temperature=p.temperature,
-                top_p=p.top_p,
-                seed=p.seed,
-                stop=list(p.stop) or None,
-                grammar=_grammar(p.grammar),
-            )
-            latency = (time.perf_counter() - t0) * 1000
-        choice = out["choices"][0]
-        return Completion(
-            text=choice["text"],
-            prompt_tokens=out["usage"]["prompt_tokens"],
-            completion_tokens=out["usage"]["completion_tokens"],
-            latency_ms=latency,
-            finish_reason=choice.get("finish_reason") or "",
-        )
+        return self._run("create_completion", prompt, params or GenerationParams(), lambda c: c["text"])
 
     def render_chat(self, messages: list[Message]) -> str:
         """The prompt text the model's own chat template makes (generation prompt added)."""
