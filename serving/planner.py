@@ -13,8 +13,12 @@ spec order; each takes as many layers as still fit. Pinned ``n_gpu_layers`` are 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from quantswarm.errors import ConfigError, QuantswarmError
 from quantswarm.registry import ModelInfo, inspect_gguf
@@ -70,7 +74,11 @@ class ModelShape:
 
 @dataclass
 class AgentPlan:
-    """The planned placement of one agent."""
+    """The planned placement of one agent.
+
+    ``gpu`` is the main GPU index (None: CPU-only plan); ``tensor_split`` (one integer proportion per GPU
+    index) is set when the layers are split across GPUs, and ``devices`` holds the bytes per GPU index.
+    """
 
     name: str
     n_layers: int
@@ -81,6 +89,9 @@ class AgentPlan:
     cpu_weights: int
     cpu_kv: float
     pinned: bool = False
+    gpu: int | None = None
+    tensor_split: list[int] | None = None
+    devices: dict[int, float] = field(default_factory=dict)
 
     @property
     def gpu_bytes(self) -> float:
@@ -94,15 +105,35 @@ class AgentPlan:
     def full(self) -> bool:
         return self.n_gpu_layers > self.n_layers
 
+    @property
+    def gpu_label(self) -> str:
+        if self.gpu is None:
+            return "-"
+        return "+".join(map(str, sorted(self.devices))) if self.tensor_split else str(self.gpu)
+
+    def server_args(self, multi_gpu: bool) -> list[str]:
+        """llama-server flags for the placement; none on a one-GPU or CPU plan (llama.cpp's defaults hold)."""
+        if not multi_gpu or self.gpu is None:
+            return []
+        if self.tensor_split:
+            return ["--split-mode", "layer", "--tensor-split", ",".join(map(str, self.tensor_split))]
+        return ["--split-mode", "none", "--main-gpu", str(self.gpu)]
+
 
 @dataclass
 class VramPlan:
-    """Placement of every agent; ``budget`` is None for a CPU-only plan."""
+    """Placement of every agent; ``budget`` is None for a CPU-only plan.
+
+    ``gpu_budgets`` maps each GPU index to its budget in bytes (one entry for a one-GPU plan);
+    ``multi_gpu`` is set when the spec has ``vram.gpus`` with more than one GPU.
+    """
 
     agents: dict[str, AgentPlan]
     budget_bytes: int | None
     headroom_bytes: int
     order: list[str] = field(default_factory=list)
+    gpu_budgets: dict[int, int] = field(default_factory=dict)
+    multi_gpu: bool = False
 
     @property
     def gpu_bytes(self) -> float:
@@ -112,13 +143,24 @@ class VramPlan:
     def cpu_bytes(self) -> float:
         return sum(a.cpu_bytes for a in self.agents.values())
 
+    def per_gpu_bytes(self) -> dict[int, float]:
+        """Planned bytes on each GPU index of the budget (0 for an unused one)."""
+        out = dict.fromkeys(self.gpu_budgets, 0.0)
+        for a in self.agents.values():
+            for d, b in a.devices.items():
+                out[d] = out.get(d, 0.0) + b
+        return out
+
     def rows(self) -> list[dict]:
-        """The plan as table rows (MiB)."""
+        """The plan as table rows (MiB); on a multi-GPU plan the `ngl` cell also names the GPU(s)."""
         out = []
         for name in self.order:
             a = self.agents[name]
+            ngl = f"{a.n_gpu_layers}/{a.n_layers + 1}" + (" pin" if a.pinned else "")
+            if self.multi_gpu:
+                ngl += f" @gpu{a.gpu_label}"
             out.append({
-                "agent": name, "ngl": f"{a.n_gpu_layers}/{a.n_layers + 1}" + (" pin" if a.pinned else ""),
+                "agent": name, "ngl": ngl, "gpu": a.gpu_label,
                 "gpu_weights_MiB": f"{a.gpu_weights / MIB:.1f}", "gpu_kv_MiB": f"{a.gpu_kv / MIB:.1f}",
                 "overhead_MiB": f"{a.overhead / MIB:.0f}", "gpu_total_MiB": f"{a.gpu_bytes / MIB:.1f}",
                 "cpu_MiB": f"{a.cpu_bytes / MIB:.1f}",
@@ -128,8 +170,13 @@ class VramPlan:
     def summary(self) -> str:
         if self.budget_bytes is None:
             return f"CPU-only plan: {self.cpu_bytes / MIB:.1f} MiB of host memory, 0 MiB VRAM"
-        return (f"VRAM {self.gpu_bytes / MIB:.1f} MiB of budget {self.budget_bytes / MIB:.0f} MiB "
+        line = (f"VRAM {self.gpu_bytes / MIB:.1f} MiB of budget {self.budget_bytes / MIB:.0f} MiB "
                 f"(headroom {self.headroom_bytes / MIB:.0f} MiB kept free); host {self.cpu_bytes / MIB:.1f} MiB")
+        if self.multi_gpu:
+            used = self.per_gpu_bytes()
+            line += "\n" + "; ".join(f"GPU {d}: {used[d] / MIB:.1f} of {b / MIB:.0f} MiB"
+                                     for d, b in sorted(self.gpu_budgets.items()))
+        return line
 
 
 def priority_order(cfg: SwarmConfig) -> list[str]:
@@ -139,69 +186,221 @@ def priority_order(cfg: SwarmConfig) -> list[str]:
     return sorted(names, key=lambda n: (n != router, -cfg.agents[n].usage, names.index(n)))
 
 
-def agent_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhead: int, gpu: bool,
+def agent_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhead: int, gpu: bool | int,
                pinned: bool = False) -> AgentPlan:
+    """One agent on one GPU (``gpu``: its index, True for GPU 0, False for a CPU-only plan)."""
     tokens = agent.n_ctx * agent.parallel
     ngl = max(0, min(ngl, shape.n_layers + 1))
     gpu_w = shape.gpu_weight_bytes(ngl)
     gpu_kv = shape.kv_bytes(ngl, tokens)
-    return AgentPlan(
+    index = None if gpu is False else (0 if gpu is True else gpu)
+    p = AgentPlan(
         name=name, n_layers=shape.n_layers, n_gpu_layers=ngl, gpu_weights=gpu_w, gpu_kv=gpu_kv,
-        overhead=overhead if gpu else 0, cpu_weights=shape.cpu_weight_bytes(ngl),
-        cpu_kv=shape.kv_bytes(shape.n_layers, tokens) - gpu_kv, pinned=pinned,
+        overhead=overhead if index is not None else 0, cpu_weights=shape.cpu_weight_bytes(ngl),
+        cpu_kv=shape.kv_bytes(shape.n_layers, tokens) - gpu_kv, pinned=pinned, gpu=index,
     )
+    if index is not None:
+        p.devices = {index: p.gpu_bytes}
+    return p
+
+
+def split_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhead: int, split: list[int],
+               pinned: bool = False) -> AgentPlan:
+    """One agent's offloaded layers split across GPUs (``--split-mode layer --tensor-split``).
+
+    ``split`` has one proportion per GPU index. Layer placement follows llama.cpp's ``load_tensors``: the
+    offloaded layers in order (blocks, then the output head), the j-th of ``act`` goes to the first GPU whose
+    cumulative share exceeds ``j / act``; a block's KV cache lives with it, and each GPU used holds a context.
+    """
+    p = agent_plan(name, agent, shape, ngl, overhead, gpu=True, pinned=pinned)
+    n, ngl = shape.n_layers, p.n_gpu_layers
+    k = min(ngl, n)
+    items = [(il, shape.layer_bytes[il]) for il in range(n - k, n)]  # (block, bytes); -1 is the output head
+    if ngl > n:
+        items.append((-1, shape.output_gpu_bytes))
+    cum = list(itertools.accumulate(np.float32(x) for x in split))
+    cum = [np.float32(c / cum[-1]) for c in cum]
+    kv_layer = shape.kv_bytes(1, agent.n_ctx * agent.parallel)
+    devices: dict[int, float] = {}
+    for j, (il, nbytes) in enumerate(items):
+        d = bisect.bisect_right(cum, np.float32(j) / np.float32(len(items)))
+        devices[d] = devices.get(d, 0.0) + nbytes + (kv_layer if il >= 0 else 0.0)
+    p.devices = {d: b + overhead for d, b in sorted(devices.items())}
+    p.overhead = overhead * len(p.devices)
+    p.gpu = min(p.devices) if p.devices else 0
+    p.tensor_split = list(split)
+    return p
 
 
 def plan_vram(cfg: SwarmConfig, budget_mib: int | None, shapes: dict[str, ModelShape] | None = None,
-              reduce: dict[str, int] | None = None) -> VramPlan:
+              reduce: dict[str, int] | None = None, gpus_mib: list[int] | None = None) -> VramPlan:
     """Place the swarm in ``budget_mib`` (None or 0: CPU only). ``reduce`` caps an agent's layers (OOM re-plan).
 
-    Raises ConfigError when the budget cannot hold the router agent fully (or pinned layers do not fit).
+    With ``vram.gpus`` in the spec the budgets are one per GPU index: ``gpus_mib`` when given, else
+    :func:`resolve_gpu_budgets` (NVML free memory for `auto`); ``budget_mib`` 0 still means CPU only.
+
+    Placement, in order: pinned ``n_gpu_layers`` / ``tensor_split`` first; then agents in priority order
+    (router first, then usage), each whole on one GPU, best fit (the GPU left with the least room that holds
+    it; a ``gpu`` pin restricts the choice); a model that fits no single GPU is split across GPUs
+    (``tensor_split`` proportional to each GPU's room left); otherwise it is partly offloaded to the CPU on
+    the GPU with the most room, as on one GPU. Headroom is kept on every GPU, and each context costs
+    ``vram.overhead_mib`` on every GPU it uses. With one GPU this is exactly the single-GPU planner.
+
+    Raises ConfigError when the router cannot be held fully on GPU (or pins do not fit), naming the key.
     """
     shapes = shapes or load_shapes(cfg)
     order = priority_order(cfg)
     reduce = reduce or {}
     v = cfg.vram
-    if not budget_mib:
+    multi = v.gpus is not None
+    if not budget_mib and gpus_mib is None:
         plans = {n: agent_plan(n, cfg.agents[n], shapes[n], 0, 0, gpu=False) for n in order}
         return VramPlan(plans, None, 0, order)
-    budget = budget_mib * MIB
-    headroom = v.headroom_mib * MIB
-    overhead = v.overhead_mib * MIB
-    left = budget - headroom - overhead * len(order)
-    if left < 0:
-        raise ConfigError(f"vram.budget_mib: {budget_mib} MiB cannot hold the headroom ({v.headroom_mib} MiB) and "
-                          f"{len(order)} contexts of vram.overhead_mib={v.overhead_mib}; raise the budget")
-    plans: dict[str, AgentPlan] = {}
-    for n in order:  # pinned first
-        a = cfg.agents[n]
-        if a.n_gpu_layers is not None:
-            p = agent_plan(n, a, shapes[n], a.n_gpu_layers, overhead, gpu=True, pinned=True)
-            left -= p.gpu_bytes - overhead
-            plans[n] = p
-    if left < 0:
-        raise ConfigError(f"agents: pinned n_gpu_layers need {(budget - headroom - left) / MIB:.0f} MiB, more than "
-                          f"vram.budget_mib - headroom_mib = {budget_mib - v.headroom_mib} MiB; lower a pin")
-    router = cfg.router_agent()
-    for n in order:
-        if n in plans:
-            continue
-        a, s = cfg.agents[n], shapes[n]
+    if multi:
+        budgets = dict(enumerate(gpus_mib if gpus_mib is not None else resolve_gpu_budgets(cfg)))
+        budgets = {d: int(b) for d, b in budgets.items() if b > 0}
+        if not budgets:
+            plans = {n: agent_plan(n, cfg.agents[n], shapes[n], 0, 0, gpu=False) for n in order}
+            return VramPlan(plans, None, 0, order)
+    else:
+        budgets = {v.gpu: int(budget_mib)}
+    key = "vram.gpus" if multi else "vram.budget_mib"
+    return _Placer(cfg, shapes, order, reduce, budgets, key).run()
+
+
+class _Placer:
+    """The placement state of :func:`plan_vram`: bytes left per GPU, contexts still to be placed."""
+
+    def __init__(self, cfg: SwarmConfig, shapes: dict[str, ModelShape], order: list[str], reduce: dict[str, int],
+                 budgets: dict[int, int], key: str):
+        v = cfg.vram
+        self.cfg, self.shapes, self.order, self.reduce, self.key = cfg, shapes, order, reduce, key
+        self.budgets = budgets
+        self.headroom, self.overhead = v.headroom_mib * MIB, v.overhead_mib * MIB
+        self.left = {d: b * MIB - self.headroom for d, b in budgets.items()}
+        self.single = len(budgets) == 1
+        self.plans: dict[str, AgentPlan] = {}
+        budget_text = f"{next(iter(budgets.values()))} MiB" if self.single else f"{list(budgets.values())} MiB"
+        self.budget_text = budget_text
+        if sum(self.left.values()) - self.overhead * len(order) < 0 or min(self.left.values()) < 0:
+            per = "" if self.single else " per GPU"
+            raise ConfigError(f"{key}: {budget_text} cannot hold the headroom ({v.headroom_mib} MiB{per}) and "
+                              f"{len(order)} contexts of vram.overhead_mib={v.overhead_mib}; raise the budget")
+
+    def spare(self, d: int) -> float:
+        """Bytes left on GPU ``d``; on one GPU less the contexts of the agents not placed yet (reserved up front)."""
+        if self.single:
+            return self.left[d] - self.overhead * (len(self.order) - len(self.plans))
+        return self.left[d]
+
+    def room(self, d: int) -> float:
+        """Bytes the next agent's placement (its own context included) may take on GPU ``d``."""
+        return self.spare(d) + (self.overhead if self.single else 0)
+
+    def take(self, p: AgentPlan) -> None:
+        for d, b in p.devices.items():
+            self.left[d] -= b
+        self.plans[p.name] = p
+
+    def run(self) -> VramPlan:
+        cfg, v = self.cfg, self.cfg.vram
+        for n in self.order:  # pinned first
+            a, s = cfg.agents[n], self.shapes[n]
+            if a.tensor_split is not None:
+                ngl = s.n_layers + 1 if a.n_gpu_layers is None else a.n_gpu_layers
+                split = self._split_vector(n, a.tensor_split)
+                p = split_plan(n, a, s, ngl, self.overhead, split, pinned=True)
+                over = [d for d, b in p.devices.items() if b > self.room(d)]
+                if over:
+                    raise ConfigError(f"agents.{n}.tensor_split: {a.tensor_split} puts "
+                                      f"{p.devices[over[0]] / MIB:.0f} MiB on GPU {over[0]}, which has "
+                                      f"{self.room(over[0]) / MIB:.0f} MiB left; change the split or lower "
+                                      f"n_gpu_layers")
+                self.take(p)
+            elif a.n_gpu_layers is not None:
+                d = self._pinned_gpu(n) if a.gpu is not None else max(self.left, key=lambda i: (self.room(i), -i))
+                self.take(agent_plan(n, a, s, a.n_gpu_layers, self.overhead, gpu=d, pinned=True))
+        if any(self.spare(d) < 0 for d in self.left):
+            d = min(self.left, key=self.spare)
+            if self.single:
+                need = self.budgets[d] * MIB - self.headroom - self.spare(d)
+                raise ConfigError(f"agents: pinned n_gpu_layers need {need / MIB:.0f} MiB, more than "
+                                  f"vram.budget_mib - headroom_mib = {self.budgets[d] - v.headroom_mib} MiB; "
+                                  "lower a pin")
+            raise ConfigError(f"agents: pinned n_gpu_layers overfill GPU {d} by {-self.spare(d) / MIB:.0f} MiB "
+                              f"of vram.gpus[{d}] = {self.budgets[d]} MiB (headroom {v.headroom_mib} MiB); lower "
+                              "a pin or move it (agents.NAME.gpu)")
+        router = cfg.router_agent()
+        for n in self.order:
+            if n not in self.plans:
+                self.take(self._place(n, n == router))
+        plans = {n: self.plans[n] for n in self.order}
+        total = sum(self.budgets.values()) * MIB
+        return VramPlan(plans, total, self.headroom, self.order, {d: b * MIB for d, b in self.budgets.items()},
+                        multi_gpu=self.key == "vram.gpus" and len(self.budgets) > 1)
+
+    def _pinned_gpu(self, n: str) -> int:
+        d = self.cfg.agents[n].gpu
+        if d not in self.left:
+            raise ConfigError(f"agents.{n}.gpu: GPU {d} has no budget (GPUs with a budget: "
+                              f"{sorted(self.left)}); pin another GPU or check vram.gpus")
+        return d
+
+    def _split_vector(self, n: str, ts: list[float]) -> list[float]:
+        if any(x > 0 and i not in self.left for i, x in enumerate(ts)):
+            raise ConfigError(f"agents.{n}.tensor_split: {ts} gives layers to a GPU without a budget "
+                              f"(GPUs with a budget: {sorted(self.left)})")
+        return list(ts)
+
+    def _place(self, n: str, is_router: bool) -> AgentPlan:
+        a, s, ov = self.cfg.agents[n], self.shapes[n], self.overhead
+        gpus = [self._pinned_gpu(n)] if a.gpu is not None else sorted(self.left)
+        if n not in self.reduce:
+            full = agent_plan(n, a, s, s.n_layers + 1, ov, gpu=gpus[0])
+            fits = [d for d in gpus if full.gpu_bytes <= self.room(d)]
+            if fits:  # best fit: the GPU left with the least room
+                return agent_plan(n, a, s, s.n_layers + 1, ov, gpu=min(fits, key=lambda d: (self.room(d), d)))
+            if a.gpu is None and len(gpus) > 1:
+                p = self._try_split(n)
+                if p is not None:
+                    return p
+            if is_router:
+                raise self._router_error(n, full)
+        d = max(gpus, key=lambda i: (self.room(i), -i))
+        if not self.single and self.room(d) < ov:
+            where = f"agents.{n}.gpu: GPU {d}" if a.gpu is not None else f"{self.key}: no GPU"
+            raise ConfigError(f"{where} has room left for agent {n!r}'s context (vram.overhead_mib="
+                              f"{self.cfg.vram.overhead_mib}); raise the budgets or serve fewer agents")
         best = 0
-        for ngl in range(min(s.n_layers + 1, reduce.get(n, s.n_layers + 1)), 0, -1):
-            p = agent_plan(n, a, s, ngl, overhead, gpu=True)
-            if p.gpu_bytes - overhead <= left:
+        for ngl in range(min(s.n_layers + 1, self.reduce.get(n, s.n_layers + 1)), 0, -1):
+            if agent_plan(n, a, s, ngl, ov, gpu=d).gpu_bytes <= self.room(d):
                 best = ngl
                 break
-        if n == router and best <= s.n_layers and n not in reduce:
-            full = agent_plan(n, a, s, s.n_layers + 1, overhead, gpu=True)
-            raise ConfigError(f"vram.budget_mib: {budget_mib} MiB cannot hold even the router agent {n!r} on GPU "
-                              f"(needs {full.gpu_bytes / MIB:.0f} MiB + headroom {v.headroom_mib} MiB); "
-                              "raise the budget or lower its n_ctx/parallel")
-        p = agent_plan(n, a, s, best, overhead, gpu=True)
-        left -= p.gpu_bytes - overhead
-        plans[n] = p
-    return VramPlan({n: plans[n] for n in order}, budget, headroom, order)
+        return agent_plan(n, a, s, best, ov, gpu=d)
+
+    def _try_split(self, n: str) -> AgentPlan | None:
+        """Full offload split over the GPUs with room, proportional to the room (MiB) each has left."""
+        a, s, ov = self.cfg.agents[n], self.shapes[n], self.overhead
+        room = {d: int((self.room(d) - ov) // MIB) for d in sorted(self.left)}
+        split = [max(0, room.get(i, 0)) for i in range(max(self.left) + 1)]
+        if sum(x > 0 for x in split) < 2:
+            return None
+        p = split_plan(n, a, s, s.n_layers + 1, ov, split)
+        return p if all(b <= self.room(d) for d, b in p.devices.items()) else None
+
+    def _router_error(self, n: str, full: AgentPlan) -> ConfigError:
+        v = self.cfg.vram
+        if self.single:
+            return ConfigError(f"vram.budget_mib: {self.budget_text} cannot hold even the router agent {n!r} on "
+                               f"GPU (needs {full.gpu_bytes / MIB:.0f} MiB + headroom {v.headroom_mib} MiB); "
+                               "raise the budget or lower its n_ctx/parallel")
+        a = self.cfg.agents[n]
+        where = (f"agents.{n}.gpu: GPU {a.gpu} ({self.room(a.gpu) / MIB:.0f} MiB left)" if a.gpu is not None
+                 else f"vram.gpus: {self.budget_text} (left per GPU: "
+                      f"{ {d: round(self.room(d) / MIB) for d in sorted(self.left)} } MiB)")
+        return ConfigError(f"{where} cannot hold the router agent {n!r} fully on GPU, on one GPU or split "
+                           f"(needs {full.gpu_bytes / MIB:.0f} MiB + headroom {v.headroom_mib} MiB per GPU); "
+                           "raise the budgets or lower its n_ctx/parallel")
 
 
 def load_shapes(cfg: SwarmConfig) -> dict[str, ModelShape]:
@@ -210,14 +409,38 @@ def load_shapes(cfg: SwarmConfig) -> dict[str, ModelShape]:
 
 
 def resolve_budget_mib(cfg: SwarmConfig) -> int:
-    """The budget in MiB: the spec's integer, or for `auto` the GPU's free VRAM (0 without NVML: CPU plan)."""
+    """The budget in MiB: the spec's integer, or for `auto` the GPU's free VRAM (0 without NVML: CPU plan).
+
+    With ``vram.gpus`` it is the sum of :func:`resolve_gpu_budgets` (0 without NVML where `auto` is asked).
+    """
     from quantswarm.energy import free_vram_mib
 
+    if cfg.vram.gpus is not None:
+        return sum(resolve_gpu_budgets(cfg))
     b = cfg.vram.budget_mib
     if b != "auto":
         return int(b)
     free = free_vram_mib()
     return int(free[cfg.vram.gpu]) if len(free) > cfg.vram.gpu else 0
+
+
+def resolve_gpu_budgets(cfg: SwarmConfig, free: list[float] | None = None) -> list[int]:
+    """One budget (MiB) per GPU index from ``vram.gpus``: integers as written, `auto` from NVML free memory.
+
+    ``free`` (MiB per GPU) replaces the NVML reading, for tests. `auto` for a GPU NVML does not see is 0, and
+    ``vram.gpus: auto`` without NVML gives [] (a CPU plan).
+    """
+    from quantswarm.energy import free_vram_mib
+
+    g = cfg.vram.gpus
+    if g is None:
+        return [resolve_budget_mib(cfg)]
+    if free is None and (g == "auto" or "auto" in g):
+        free = free_vram_mib()
+    free = free or []
+    if g == "auto":
+        return [int(f) for f in free]
+    return [int(b) if b != "auto" else (int(free[i]) if i < len(free) else 0) for i, b in enumerate(g)]
 
 
 def host_available_bytes() -> int:
@@ -238,14 +461,17 @@ def preflight(plan: VramPlan, gpu: int = 0) -> list[str]:
     notes = []
     if plan.budget_bytes is not None:
         free = free_vram_mib()
-        if len(free) <= gpu:
-            raise QuantswarmError(f"preflight: the plan puts {plan.gpu_bytes / MIB:.0f} MiB on GPU {gpu} but NVML "
-                                  f"says: {nvml_status()}; set vram.budget_mib: 0 for a CPU-only swarm")
-        need = plan.gpu_bytes / MIB + plan.headroom_bytes / MIB
-        if free[gpu] < need:
-            raise QuantswarmError(f"preflight: GPU {gpu} has {free[gpu]:.0f} MiB free, the plan needs {need:.0f} MiB "
-                                  "(incl. headroom); lower vram.budget_mib or free the GPU")
-        notes.append(f"GPU {gpu}: {free[gpu]:.0f} MiB free, plan needs {need:.0f} MiB incl. headroom")
+        need_by_gpu = plan.per_gpu_bytes() if plan.multi_gpu else {gpu: plan.gpu_bytes}
+        for d, used in sorted(need_by_gpu.items()):
+            if len(free) <= d:
+                raise QuantswarmError(f"preflight: the plan puts {used / MIB:.0f} MiB on GPU {d} but NVML "
+                                      f"says: {nvml_status()} ({len(free)} GPUs); set vram.budget_mib: 0 for a "
+                                      "CPU-only swarm or fix vram.gpus")
+            need = used / MIB + plan.headroom_bytes / MIB
+            if free[d] < need:
+                raise QuantswarmError(f"preflight: GPU {d} has {free[d]:.0f} MiB free, the plan needs {need:.0f} "
+                                      "MiB (incl. headroom); lower vram.budget_mib / vram.gpus or free the GPU")
+            notes.append(f"GPU {d}: {free[d]:.0f} MiB free, plan needs {need:.0f} MiB incl. headroom")
     avail = host_available_bytes()
     if avail and avail < plan.cpu_bytes:
         raise QuantswarmError(f"preflight: {avail / MIB:.0f} MiB of RAM available, the offloaded layers and KV need "

@@ -57,6 +57,9 @@ class AgentSpec:
     n_ctx: int = _f(2048, "context tokens per slot")
     parallel: int = _f(2, "llama-server slots (continuous batching)")
     n_gpu_layers: int | None = _f(None, "pin GPU layers (0..n_layers+1); null lets the VRAM planner choose")
+    gpu: int | None = _f(None, "pin the agent to this GPU index (needs vram.gpus); null lets the planner choose")
+    tensor_split: list[float] | None = _f(None, "pin a layer split across GPUs: one proportion per GPU index, e.g. "
+                                          "[3, 1] (needs vram.gpus; not with `gpu`); null lets the planner choose")
     usage: float = _f(1.0, "expected share of traffic; the planner keeps the most-used agents on GPU first")
     n_threads: int | None = _f(None, "CPU threads for this worker (null: llama.cpp's default)")
     extra_args: list = _f([], "extra llama-server arguments (strings)")
@@ -85,7 +88,10 @@ class VramSpec:
     headroom_mib: int = _f(1024, "MiB kept free below the budget")
     overhead_mib: int = _f(320, "measured per-context overhead (CUDA context + compute buffers), MiB per agent")
     kv_type_bytes: float = _f(2.0, "bytes per KV-cache element (2 = f16 cache, 1 = q8_0)")
-    gpu: int = _f(0, "GPU index")
+    gpu: int = _f(0, "GPU index of the single-GPU budget (and of the NVML monitor)")
+    gpus: list[int | str] | str | None = _f(None, "several GPUs: one budget per GPU index, each an integer MiB or "
+                                            "`auto` (that GPU's free VRAM), or `auto` for every GPU NVML sees; "
+                                            "null: one GPU (vram.budget_mib on vram.gpu)")
 
 
 @dataclass
@@ -241,6 +247,11 @@ def _convert(value, tp, key: str):
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return _expand(value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -333,6 +344,7 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
         raise ConfigError(f"version: {cfg.version} is not supported; write `version: 1`")
     if not cfg.agents:
         raise ConfigError("agents: at least one agent is required")
+    _validate_gpus(cfg.vram)
     mdir = _resolve(cfg.models_dir, base) if cfg.models_dir else default_models_dir()
     cfg.models_dir = str(mdir)
     for i, name in enumerate(sorted(cfg.agents)):
@@ -357,6 +369,7 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
             raise ConfigError(f"{key}.n_gpu_layers: must be >= 0 or null (planned)")
         if a.usage < 0:
             raise ConfigError(f"{key}.usage: must be >= 0")
+        _validate_gpu_pins(cfg, a, key)
         a.port = cfg.workers.start_port + i
     for i, name in enumerate(cfg.fallback):
         if name not in cfg.agents:
@@ -388,6 +401,8 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
             raise ConfigError(f"vram.{attr}: must be >= 0")
     if v.kv_type_bytes <= 0:
         raise ConfigError("vram.kv_type_bytes: must be > 0")
+    if v.gpu < 0:
+        raise ConfigError("vram.gpu: must be a GPU index >= 0")
     w = cfg.workers
     last = w.start_port + len(cfg.agents) - 1
     if w.start_port < 1 or last > 65535:
@@ -424,6 +439,52 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
     if m.interval_s <= 0:
         raise ConfigError("monitor.interval_s: must be > 0")
     m.csv = str(_resolve(m.csv, base))
+
+
+def _validate_gpus(v: VramSpec) -> None:
+    """vram.gpus: `auto`, or a non-empty list of integer MiB >= 0 / `auto`; not together with an integer budget_mib."""
+    if v.gpus is None:
+        return
+    if isinstance(v.gpus, str):
+        if v.gpus != "auto":
+            raise ConfigError(f"vram.gpus: expected `auto` or a list of per-GPU budgets (MiB or `auto`), "
+                              f"got {v.gpus!r}")
+    elif not v.gpus:
+        raise ConfigError("vram.gpus: empty list; give one budget per GPU, `auto`, or remove the key for one GPU")
+    else:
+        for i, b in enumerate(v.gpus):
+            if isinstance(b, str) and b != "auto":
+                raise ConfigError(f"vram.gpus[{i}]: expected an integer MiB or `auto`, got {b!r}")
+            if isinstance(b, int) and b < 0:
+                raise ConfigError(f"vram.gpus[{i}]: must be >= 0 (0 = leave this GPU out)")
+    if v.budget_mib != "auto":
+        raise ConfigError(f"vram.gpus: set either vram.budget_mib (one GPU, here {v.budget_mib!r}) or vram.gpus "
+                          "(one budget per GPU), not both; remove vram.budget_mib")
+
+
+def _validate_gpu_pins(cfg: SwarmConfig, a: AgentSpec, key: str) -> None:
+    """agents.NAME.gpu / tensor_split: need vram.gpus, lie within its GPUs and exclude each other."""
+    v = cfg.vram
+    n_gpus = len(v.gpus) if isinstance(v.gpus, list) else None  # `auto`: known when planning
+    if a.gpu is not None:
+        if a.tensor_split is not None:
+            raise ConfigError(f"{key}.tensor_split: set either {key}.gpu (whole model on one GPU) or "
+                              f"{key}.tensor_split (layers split across GPUs), not both")
+        if v.gpus is None and a.gpu != v.gpu:
+            raise ConfigError(f"{key}.gpu: {a.gpu} needs several GPUs; set vram.gpus (a budget per GPU or `auto`)")
+        if a.gpu < 0 or (n_gpus is not None and a.gpu >= n_gpus):
+            raise ConfigError(f"{key}.gpu: {a.gpu} is not a GPU of vram.gpus (indices 0..{(n_gpus or 1) - 1})")
+        if isinstance(v.gpus, list) and v.gpus[a.gpu] == 0:
+            raise ConfigError(f"{key}.gpu: GPU {a.gpu} has budget 0 in vram.gpus; pin another GPU or give it a budget")
+    if a.tensor_split is not None:
+        ts = a.tensor_split
+        if v.gpus is None:
+            raise ConfigError(f"{key}.tensor_split: needs several GPUs; set vram.gpus (a budget per GPU or `auto`)")
+        if any(x < 0 for x in ts) or sum(x > 0 for x in ts) < 2:
+            raise ConfigError(f"{key}.tensor_split: {ts} needs proportions >= 0 with at least two above 0; "
+                              f"for one GPU pin {key}.gpu instead")
+        if n_gpus is not None and len(ts) > n_gpus:
+            raise ConfigError(f"{key}.tensor_split: {len(ts)} proportions for {n_gpus} GPUs in vram.gpus")
 
 
 def describe_spec() -> str:
