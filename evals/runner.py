@@ -48,7 +48,7 @@ def expand_models(specs: list[str]) -> list[ModelSpec]:
         p = Path(target).expanduser()
         if p.is_dir():
             for r in read_ladder(p):
-                stem = Path(r.path).name.split(".")[0]
+                stem = Path(r.path).name.removesuffix(".gguf").rsplit(".", 1)[0]  # <stem>.<QUANT>.gguf
                 out.append(ModelSpec(f"{name or stem}@{r.quant}", r.path, r.quant.removesuffix("-imat"), r.reference))
             continue
         path = resolve_model(target)
