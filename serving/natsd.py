@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from quantswarm.engine.server import stop_process
 from quantswarm.errors import ConfigError
 
 
@@ -45,13 +46,7 @@ class LocalNats:
         raise ConfigError(f"nats-server did not listen on 127.0.0.1:{self.port} within {startup_timeout:.0f} s")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
         shutil.rmtree(self.store, ignore_errors=True)
 
