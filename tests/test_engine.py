@@ -34,7 +34,9 @@ def test_server_concurrent(smollm2, llama_server_bin):
         with ThreadPoolExecutor(2) as ex:
             outs = list(ex.map(lambda _: eng.chat(MSGS, p), range(2)))
         assert all(o.text and o.completion_tokens > 0 for o in outs)
-        assert outs[0].text == outs[1].text  # greedy: same prompt, same answer
+        # greedy and alone in the server: the same prompt gives the same answer (two sequences decoded in one
+        # batch may differ in the last bits, so determinism is checked one request at a time)
+        assert eng.chat(MSGS, p).text == eng.chat(MSGS, p).text
         lp = eng.choice_logprobs(MCQ, list("ABCD"))
         assert any(not math.isinf(v) for v in lp.values())
         metrics = eng.metrics_text()
