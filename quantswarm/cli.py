@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from quantswarm.errors import QuantswarmError
+from quantswarm.text_table import format_table
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False)
@@ -25,15 +26,7 @@ app.add_typer(engine_app, name="engine")
 
 def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
     """Print rows as an aligned plain-text table."""
-    if not rows:
-        typer.echo("(nothing)")
-        return
-    cols = columns or list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    typer.echo("  ".join(c.ljust(widths[c]) for c in cols))
-    typer.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        typer.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    typer.echo(format_table(rows, columns))
 
 
 @models_app.command("inspect")

@@ -457,7 +457,7 @@ def _sigterm(signum, frame) -> None:
 
 def run_bench(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """The `bench` verb: one run, or the slots x n_ctx sweep, or the execution-mode comparison; prints tables."""
-    from serving.serve import format_table
+    from quantswarm.text_table import format_table
 
     if bc.sweep_parallel or bc.sweep_ctx:
         return run_sweep(cfg, bc, log)
@@ -471,7 +471,7 @@ def run_bench(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = pr
 
 def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None], swarm_summary: dict) -> dict:
     """Sequential single model (the default agent, 1 slot, one request at a time) vs the co-resident swarm."""
-    from serving.serve import format_table
+    from quantswarm.text_table import format_table
 
     single = copy.deepcopy(cfg)
     name = cfg.default_agent()
@@ -493,7 +493,7 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
 
 def run_sweep(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Bench every (parallel, n_ctx) pair on all agents and mark the capacity knee."""
-    from serving.serve import format_table
+    from quantswarm.text_table import format_table
 
     pars = bc.sweep_parallel or [None]
     ctxs = bc.sweep_ctx or [None]

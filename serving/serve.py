@@ -10,20 +10,10 @@ import asyncio
 import signal
 from collections.abc import Callable
 
+from quantswarm.text_table import format_table
 from serving.planner import VramPlan
 from serving.swarm import Swarm
 from serving.swarm_config import SwarmConfig
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows as an aligned plain-text table."""
-    if not rows:
-        return "(nothing)"
-    cols = columns or list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
 
 
 def describe_plan(cfg: SwarmConfig, plan: VramPlan) -> str:
