@@ -13,7 +13,7 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -219,10 +219,7 @@ def _run_block(
     device: str,
     versions: str,
 ) -> None:
-    params = task.generation
-    if cfg.max_tokens:
-        params = GenerationParams(**{**asdict(params), "max_tokens": cfg.max_tokens})
-    params = GenerationParams(**{**asdict(params), "seed": cfg.seed})
+    params = replace(task.generation, seed=cfg.seed, max_tokens=cfg.max_tokens or task.generation.max_tokens)
     clock = _EnergyClock()
     buffer: list[list[ResultRow]] = []
     t0 = time.time()
