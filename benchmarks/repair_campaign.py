@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/repair_campaign.py cpu          # SmolLM2-135M Q4_1 -> Q2_K, tiny counts
     .venv/bin/python benchmarks/repair_campaign.py gpu --agent qwen2.5-coder-0.5b-instruct-f16.gguf
+    ... gpu --agent ... --name repair-gpu-B --set beta=0.3 --set learning_rate=2e-4   # a second configuration
 
-Big files (GGUFs, HF weights, adapter) stay in ``runs/repair-<preset>``; the report, pair summary,
-pairs, training log and config are copied to ``benchmarks/results/repair-<preset>/``.
+Big files (GGUFs, HF weights, adapter) stay in ``runs/<name>`` (default name: ``repair-<preset>``); the report,
+pair summary, pairs, training log and config are copied to ``benchmarks/results/<name>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -27,11 +29,25 @@ PRESETS = {
                 train_items=4, eval_items=3, mmlu_items=3, samples_k=1, max_tokens=48, batch_size=2, grad_accum=1,
                 max_steps=2, warmup_ratio=0.0, max_length=512, max_minutes=4, backend="llama-cpp-python", parallel=1),
     # one H100: the real-sized run (a strongly degraded 0.5B agent, a few hundred pairs, <= 5 min of DPO)
-    "gpu": dict(quant="Q2_K", train_items=600, eval_items=400, mmlu_items=400, samples_k=4, batch_size=8,
-                grad_accum=2, max_length=768, max_minutes=5, backend="llama-server", parallel=8),
+    # (all 1000 GSM8K test items: a gap of a few points needs that many for a paired CI that can see half of it)
+    "gpu": dict(quant="Q2_K", train_items=400, eval_items=1000, mmlu_items=400, samples_k=2, batch_size=8,
+                grad_accum=2, max_length=768, max_minutes=4, backend="llama-server", parallel=16, n_ctx=2048),
 }
 KEEP = ("report.md", "report.json", "train_result.json", "repair_config.json", "pairs/pairs_summary.json",
         "pairs/pairs.jsonl")
+
+
+def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict:
+    """``KEY=VALUE`` strings as RepairConfig fields, each value converted to the field's type."""
+    fields = {f.name: f for f in dataclasses.fields(RepairConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(getattr(RepairConfig(agent="x"), key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
 
 
 def main() -> None:
@@ -39,8 +55,13 @@ def main() -> None:
     ap.add_argument("preset", choices=sorted(PRESETS))
     ap.add_argument("--agent", help="GGUF at reference precision (overrides the preset)")
     ap.add_argument("--hf-model", default="", help="HF folder of the reference weights, if at hand")
+    ap.add_argument("--name", default="", help="runs/<name> and benchmarks/results/<name> (default: repair-<preset>)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one RepairConfig field (repeatable), e.g. --set beta=0.3")
     args = ap.parse_args()
-    settings = dict(PRESETS[args.preset], out_dir=str(REPO / "runs" / f"repair-{args.preset}"))
+    name = args.name or f"repair-{args.preset}"
+    settings = dict(PRESETS[args.preset], out_dir=str(REPO / "runs" / name))
+    settings.update(overrides(args.set, ap))
     if args.agent:
         settings["agent"] = args.agent
     if args.hf_model:
@@ -49,7 +70,7 @@ def main() -> None:
         ap.error("--agent is required for this preset")
     cfg = RepairConfig(**settings)
     run_repair(cfg)
-    dest = REPO / "benchmarks" / "results" / f"repair-{args.preset}"
+    dest = REPO / "benchmarks" / "results" / name
     dest.mkdir(parents=True, exist_ok=True)
     for rel in KEEP:
         src = cfg.out / rel

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from quantswarm.engine.base import quiet_native_stderr
-from quantswarm.engine.build import require_tool
+from quantswarm.engine.build import find_tool, require_tool
 from quantswarm.errors import ConfigError, EngineError
 from quantswarm.registry import inspect_gguf
 
@@ -26,17 +26,33 @@ def ftype(qtype: str) -> int:
     raise ConfigError(f"unknown quant type {qtype!r}; llama.cpp knows: {', '.join(known)}")
 
 
+def _binding_present() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Path | None = None,
              threads: int = 0) -> Path:
-    """Write ``src`` as ``qtype`` to ``dst`` (allow-requantize on). With ``imatrix``, uses llama-quantize."""
+    """Write ``src`` as ``qtype`` to ``dst`` (allow-requantize on).
+
+    Uses the built ``llama-quantize`` tool when there is one (required with ``imatrix``), else the Python binding.
+    """
     src, dst = Path(src), Path(dst)
     inspect_gguf(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    if imatrix:
-        res = subprocess.run([str(require_tool("llama-quantize")), "--allow-requantize", "--imatrix", str(imatrix),
-                              str(src), str(tmp), qtype.upper(), str(threads or 0)], capture_output=True, text=True)
+    tool = require_tool("llama-quantize") if imatrix else find_tool("llama-quantize")
+    if tool is not None:  # the built tool when there is one: the Python binding is then not needed at all
+        if _binding_present():
+            ftype(qtype)  # an unknown type fails here with the list of known ones
+        args = [str(tool), "--allow-requantize"] + (["--imatrix", str(imatrix)] if imatrix else [])
+        res = subprocess.run(args + [str(src), str(tmp), qtype.upper(), str(threads or 0)],
+                             capture_output=True, text=True)
         if res.returncode != 0:
+            tmp.unlink(missing_ok=True)
             raise EngineError(f"llama-quantize {qtype} failed: {res.stderr[-400:]}")
     else:
         import llama_cpp

@@ -54,7 +54,15 @@ def degraded_agent(cfg: RepairConfig, base_dir: Path, stem: str, log: Callable[[
 
 def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Path,
                   log: Callable[[str], None]) -> PairSet:
-    """Evaluate the degraded agent on train items, mine its failures, build and save verified pairs."""
+    """Evaluate the degraded agent on train items, mine its failures, build and save verified pairs.
+
+    Pairs already saved in ``<out_dir>/pairs`` (by an earlier run, or copied there to try another training
+    configuration on the same pairs) are reused; delete that folder to rebuild them.
+    """
+    if (cfg.out / "pairs" / "pairs.jsonl").exists():
+        pairs = PairSet.load(cfg.out / "pairs")
+        log(f"reusing {len(pairs.pairs)} pairs from {cfg.out / 'pairs'} (delete it to mine and pair again)")
+        return pairs
     task = load_task(cfg.task)
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
