@@ -26,10 +26,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from quantswarm.energy import EnergyMeter, device_label
+from quantswarm.energy import EnergyMeter, GpuSample, device_label, sample
 from quantswarm.errors import ConfigError
 from quantswarm.registry import inspect_gguf, sha256_file
 from quantswarm.results import ResultRow, ResultsTable, new_run_id, prompt_hash, versions_json
+from serving.planner import MIB
 from serving.schemas import BusTask
 from serving.swarm_config import SwarmConfig
 from serving.validation import check_answer
@@ -42,7 +43,7 @@ TRANSPORTS = ("http", "bus")
 class BenchConfig:
     """Settings of one bench run (the swarm itself comes from its spec).
 
-    Load: n, rate, concurrency, profile, model, max_tokens, transport, nats. Output: results, out.
+    Load: n, rate, concurrency, profile, model, max_tokens, transport, nats, closed_loop. Output: results, out.
     Studies: sweep_parallel x sweep_ctx, compare_modes.
     """
 
@@ -60,6 +61,9 @@ class BenchConfig:
     sweep_parallel: list[int] = field(default_factory=list, metadata={"help": "slots per agent to sweep"})
     sweep_ctx: list[int] = field(default_factory=list, metadata={"help": "n_ctx values to sweep"})
     compare_modes: bool = field(default=False, metadata={"help": "also run one model sequentially (mode study)"})
+    closed_loop: bool = field(default=False, metadata={"help": "bus: keep at most `concurrency` tasks outstanding "
+                                                       "(like that many clients each waiting for its answer); off: "
+                                                       "publish at the paced rate and let the consumer queue"})
     seed: int = field(default=0, metadata={"help": "workload seed"})
     timeout_s: float = field(default=600.0, metadata={"help": "give up waiting for answers after this long"})
 
@@ -278,6 +282,8 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
         delay = it.at - (time.monotonic() - t0)
         if delay > 0:
             await asyncio.sleep(delay)
+        while bc.closed_loop and len(sent) - len(samples) >= bc.concurrency and time.monotonic() - t0 < bc.timeout_s:
+            await asyncio.sleep(0.002)  # closed loop: a "client" sends its next task once one of its answers is back
         sent[tid] = time.perf_counter()
         await publish_task(js, spec, BusTask(id=tid, model=model_for(bc, agents, i), messages=it.messages,
                                              max_tokens=bc.max_tokens,
@@ -301,7 +307,8 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
 # --- report --------------------------------------------------------------------------------------
 
 def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -> dict:
-    """Latency percentiles, router latency, tok/s per agent and in aggregate, VRAM and energy."""
+    """Latency percentiles, router latency and decision sources, tok/s per agent and in aggregate, VRAM, energy
+    and mean power."""
     ok = [s for s in samples if s.ok]
     lat = np.array([s.latency_ms for s in ok]) if ok else np.array([np.nan])
     route = np.array([s.route_ms for s in ok if s.route_source not in ("", "named")] or [0.0])
@@ -313,6 +320,9 @@ def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -
     for a in per_agent.values():
         a["tok_s"] = round(a["completion_tokens"] / wall_s, 2) if wall_s > 0 else None
     joules = meter.joules if meter else None
+    sources: dict[str, int] = defaultdict(int)
+    for s in ok:
+        sources[s.route_source or "n/a"] += 1
     return {
         "requests": len(samples), "ok": len(ok), "errors": len(samples) - len(ok),
         "fallbacks": sum(s.fallbacks for s in ok), "wall_s": round(wall_s, 3),
@@ -321,9 +331,10 @@ def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -
         "router_ms": {"avg": _r(route.mean()), "p95": _r(np.percentile(route, 95))},
         "completion_tokens": tokens, "tok_s": round(tokens / wall_s, 2) if wall_s > 0 else None,
         "req_s": round(len(ok) / wall_s, 3) if wall_s > 0 else None,
-        "per_agent": dict(per_agent),
+        "per_agent": dict(per_agent), "route_sources": dict(sources),
         "vram_peak_mib": meter.peak_vram_mib if meter else None,
         "joules": joules, "wh_per_mtok": meter.wh_per_mtok(tokens) if meter else None,
+        "avg_power_w": round(joules / meter.seconds, 1) if joules is not None and meter.seconds > 0 else None,
     }
 
 
@@ -340,6 +351,7 @@ def summary_rows(summary: dict) -> list[dict]:
              "router_ms": summary["router_ms"]["avg"],
              "vram_peak_MiB": na if summary["vram_peak_mib"] is None else round(summary["vram_peak_mib"]),
              "J": na if summary["joules"] is None else round(summary["joules"], 1),
+             "W": na if summary.get("avg_power_w") is None else summary["avg_power_w"],
              "Wh/1Mtok": na if summary["wh_per_mtok"] is None else round(summary["wh_per_mtok"], 2)}]
     for name, a in sorted(summary["per_agent"].items()):
         rows.append({"scope": name, "requests": a["requests"], "tok/s": a["tok_s"]})
@@ -354,6 +366,18 @@ def _agent_facts(cfg: SwarmConfig) -> dict[str, dict]:
         info = inspect_gguf(a.model)
         facts[n] = {"model_file": Path(a.model).name, "model_sha": sha256_file(a.model), "quant": info.file_type}
     return facts
+
+
+def loaded_memory(swarm, before: GpuSample | None) -> dict:
+    """Planned vs measured memory of a loaded swarm: per worker (:meth:`Supervisor.measured_memory`) and the
+    GPU's used VRAM before the load (``before``) and now, from NVML (None without a GPU)."""
+    plan, after = swarm.plan, sample(swarm.cfg.vram.gpu)
+    return {"budget_mib": None if plan.budget_bytes is None else plan.budget_bytes / MIB,
+            "planned_vram_mib": plan.gpu_bytes / MIB, "planned_host_mib": plan.cpu_bytes / MIB,
+            "vram_used_before_mib": before.vram_used_mib if before else None,
+            "vram_used_loaded_mib": after.vram_used_mib if after else None,
+            "vram_load_delta_mib": after.vram_used_mib - before.vram_used_mib if before and after else None,
+            "agents": swarm.supervisor.measured_memory()}
 
 
 def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: str, extra: dict) -> list[ResultRow]:
@@ -407,7 +431,9 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
     old = signal.signal(signal.SIGTERM, _sigterm) if on_main else None  # SIGTERM, like Ctrl-C, stops the workers
     try:
         swarm.make_plan()
+        before = sample(cfg.vram.gpu)
         swarm.start()
+        memory = loaded_memory(swarm, before)
         bar = tqdm(total=len(items), desc=f"bench {label}", unit="req", leave=False)
 
         def progress(_s: Sample) -> None:
@@ -438,7 +464,7 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
     summary = summarize(samples, wall, meter)
     summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
                     "concurrency": concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens, "dead_lettered": dead,
-                    "device": device_label(), "spec": cfg.path,
+                    "device": device_label(), "spec": cfg.path, "closed_loop": bc.closed_loop, "memory": memory,
                     "agents": {n: {"n_ctx": a.n_ctx, "parallel": a.parallel,
                                    "n_gpu_layers": swarm.plan.agents[n].n_gpu_layers} for n, a in cfg.agents.items()}})
     written = ResultsTable(bc.results).append(to_rows(samples, cfg, bcx, run_id, {"label": label}))
@@ -473,14 +499,8 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
     """Sequential single model (the default agent, 1 slot, one request at a time) vs the co-resident swarm."""
     from quantswarm.text_table import format_table
 
-    single = copy.deepcopy(cfg)
     name = cfg.default_agent()
-    single.agents = {name: single.agents[name]}
-    single.agents[name].parallel = 1
-    single.fallback = []
-    single.router.default_agent = name
-    single.router.agent = None
-    single.router.program = None
+    single = single_agent(cfg, name, parallel=1)
     seq = bench_once(single, BenchConfig(**{**asdict(bc), "model": name}), log, label="sequential",
                      sequential=True)
     rows = []
@@ -489,6 +509,21 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
                      "tok/s": s["tok_s"], "p50_ms": s["latency_ms"]["p50"], "p95_ms": s["latency_ms"]["p95"]})
     log(format_table(rows))
     return {"sequential": seq, "modes": rows}
+
+
+def single_agent(cfg: SwarmConfig, name: str, parallel: int | None = None) -> SwarmConfig:
+    """A copy of ``cfg`` serving only agent ``name`` (``parallel`` slots if given): no fallback, no router
+    program, ``auto`` goes to it."""
+    if name not in cfg.agents:
+        raise ConfigError(f"agent {name!r} is not in {cfg.path}; use one of: {', '.join(cfg.agents)}")
+    single = copy.deepcopy(cfg)
+    single.agents = {name: single.agents[name]}
+    single.agents[name].parallel = parallel or single.agents[name].parallel
+    single.fallback = []
+    single.router.default_agent = name
+    single.router.agent = None
+    single.router.program = None
+    return single
 
 
 def run_sweep(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:

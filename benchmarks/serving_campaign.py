@@ -1,0 +1,331 @@
+"""Serving campaign (issue 7, part 4): plan, load-test and measure co-resident swarms, one command per machine.
+
+For each swarm spec: the VRAM plan (planned VRAM, n_gpu_layers and CPU-offloaded layers per agent); N tasks through
+the NATS JetStream bus with 5 concurrent clients (closed loop), `model=auto` when a compiled router is set (the
+spec's ``router.program`` or ``--router-program``), else requests spread over the agents by name; avg/p50/p95/p99
+latency, share of requests per agent, aggregate tok/s, mean power and Wh per 1M tokens (NVML; "n/a (no GPU)"
+without one); planned vs measured memory per agent (NVML per-process VRAM, else host RSS) and in total (NVML used
+VRAM before vs after the load). On the first spec also: sequential single model vs the co-resident swarm, and a
+parallel-slots x n_ctx sweep of one agent (over HTTP: no bus in the capacity study).
+
+Writes to --out: campaign.json, campaign.md, campaign.png (latency and planned vs measured memory), campaign.log,
+monitor-<spec>.csv/.png (GPU only), the bench summaries (serving-*.json) and the per-request results table.
+
+    .venv/bin/python benchmarks/serving_campaign.py --preset cpu --out /tmp/serving-cpu [--n 10 --sweep-n 8]
+    python3 benchmarks/serving_campaign.py --preset gpu --router-program DIR --out OUT    # one H100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from quantswarm.energy import device_label
+from quantswarm.text_table import format_table
+from serving.bench import BenchConfig, bench_once, compare_modes, run_sweep, single_agent, summary_rows
+from serving.monitor import Monitor, plot_monitor
+from serving.planner import MIB
+from serving.serve import plan_only
+from serving.swarm_config import SwarmConfig, config_from_dict
+
+REPO = Path(__file__).resolve().parent.parent
+NA = "n/a (no GPU)"
+PRESETS = {
+    # the 2-core CPU machine: 3 SmolLM2 agents, 16-token answers
+    "cpu": {"specs": ["data/swarms/cpu-demo.yaml"], "n": 100, "max_tokens": 16, "sweep_n": 40,
+            "sweep_parallel": [1, 2, 4], "sweep_ctx": [256, 512], "sweep_agent": None, "timeout_s": 900.0},
+    # one H100: the 16 GiB consumer-GPU plan, then the tight plan that offloads layers to the CPU; the sweep on the
+    # published Q4_K_M agent. Sized to finish well inside a 10-minute device command.
+    "gpu": {"specs": ["data/swarms/h100-qwen-16gib.yaml", "data/swarms/h100-qwen-tight.yaml"], "n": 100,
+            "max_tokens": 128, "sweep_n": 64, "sweep_parallel": [1, 4, 16], "sweep_ctx": [2048, 8192],
+            "sweep_agent": "math", "timeout_s": 240.0},
+}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--spec", action="append", help="swarm spec YAML (repeatable; default: the preset's)")
+    ap.add_argument("--router-program", help="compiled router directory; overrides every spec's router.program")
+    ap.add_argument("--model", help="request model: auto, an agent or spread (default: auto with a router "
+                                    "program, else spread)")
+    ap.add_argument("--n", type=int, help="tasks per spec (default: the preset's)")
+    ap.add_argument("--concurrency", type=int, default=5, help="concurrent clients")
+    ap.add_argument("--max-tokens", type=int)
+    ap.add_argument("--sweep-n", type=int, help="requests per sweep point")
+    ap.add_argument("--sweep-parallel", type=_ints, help="slots to sweep, e.g. 1,4,16")
+    ap.add_argument("--sweep-ctx", type=_ints, help="n_ctx values to sweep, e.g. 2048,8192")
+    ap.add_argument("--sweep-agent", help="agent of the sweep (default: the preset's, else the spec's default agent)")
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-compare", action="store_true", help="skip sequential vs co-resident")
+    ap.add_argument("--timeout-s", type=float, help="give up waiting for one bench's answers after this long")
+    ap.add_argument("--out", help="output folder (default: runs/serving-campaign-<preset>-<time>)")
+    ap.add_argument("--results", help="results table for the per-request rows (default: <out>/results)")
+    args = ap.parse_args()
+    for k, v in PRESETS[args.preset].items():
+        key = "spec" if k == "specs" else k
+        if getattr(args, key, None) is None:
+            setattr(args, key, [str(REPO / s) for s in v] if k == "specs" else v)
+    args.out = args.out or str(REPO / f"runs/serving-campaign-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    args.results = args.results or str(Path(args.out) / "results")
+    return args
+
+
+def load_spec(path: str, router_program: str | None) -> SwarmConfig:
+    """Read a spec, with ``router.program`` replaced by ``router_program`` when given (then validated as usual)."""
+    data = yaml.safe_load(Path(path).read_text())
+    if router_program:
+        data.setdefault("router", {})["program"] = str(Path(router_program).resolve())
+    return config_from_dict(data, path)
+
+
+def router_note(cfg: SwarmConfig) -> dict:
+    """Which compiled router decides `auto`, and which of its agent names this swarm lacks (those go to default)."""
+    if not cfg.router.program:
+        return {"program": None, "note": f"no router program: model=auto goes to {cfg.default_agent()!r}"}
+    manifest = Path(cfg.router.program) / "manifest.json"
+    names = json.loads(manifest.read_text()).get("agents", []) if manifest.is_file() else []
+    missing = [a for a in names if a not in cfg.agents]
+    note = f"{cfg.router.kind} router {cfg.router.program} (agents {names})"
+    if missing:
+        note += f"; {missing} not in this swarm: decisions for them go to {cfg.default_agent()!r}"
+    return {"program": cfg.router.program, "agents": names, "missing": missing, "note": note}
+
+
+def plan_rows(cfg: SwarmConfig, plan) -> list[dict]:
+    rows = []
+    for n in plan.order:
+        a = plan.agents[n]
+        rows.append({"agent": n, "model": Path(cfg.agents[n].model).name, "ctx x slots":
+                     f"{cfg.agents[n].n_ctx}x{cfg.agents[n].parallel}", "ngl": f"{a.n_gpu_layers}/{a.n_layers + 1}",
+                     "cpu_layers": a.n_layers + 1 - a.n_gpu_layers, "planned_vram_MiB": round(a.gpu_bytes / MIB, 1),
+                     "planned_host_MiB": round(a.cpu_bytes / MIB, 1)})
+    return rows
+
+
+def _f(x, nd: int = 1, na: str = NA) -> str:
+    return na if x is None else f"{x:.{nd}f}"
+
+
+def memory_rows(mem: dict) -> list[dict]:
+    """Planned vs measured memory per agent and in total; measured VRAM where NVML lists the worker, else RSS."""
+    rows, vram_sum, any_vram = [], 0.0, False
+    for m in mem["agents"]:
+        kind, meas = m["measure"], m["measured_mib"]
+        planned = m["planned_vram_mib"] if kind == "vram" else m["planned_weights_kv_mib"]
+        if kind == "vram" and meas is not None:
+            vram_sum, any_vram = vram_sum + meas, True
+        rows.append({"agent": m["agent"], "ngl planned/loaded": f"{m['planned_ngl']}/{m['n_gpu_layers']} of "
+                     f"{m['n_layers']}", "planned_vram_MiB": _f(m["planned_vram_mib"]),
+                     "planned_host_MiB": _f(m["planned_host_mib"]), "measured": kind,
+                     "measured_MiB": _f(meas, na="n/a"),
+                     "error": f"{(meas - planned) / planned * 100:+.0f}% vs planned "
+                              f"{'VRAM' if kind == 'vram' else 'weights+KV'}" if meas and planned else "n/a"})
+    delta = mem["vram_load_delta_mib"]
+    rows.append({"agent": "TOTAL", "ngl planned/loaded": "", "planned_vram_MiB": _f(mem["planned_vram_mib"]),
+                 "planned_host_MiB": _f(mem["planned_host_mib"]), "measured": "NVML used-VRAM delta over the load",
+                 "measured_MiB": _f(delta),
+                 "error": (f"{(delta - mem['planned_vram_mib']) / mem['planned_vram_mib'] * 100:+.0f}%; per-process "
+                           f"sum {vram_sum:.1f} MiB" if any_vram else "")
+                 if delta is not None and mem["planned_vram_mib"] else ""})
+    return rows
+
+
+def bench_rows(s: dict) -> dict:
+    """One run's headline numbers, energy marked n/a without a GPU."""
+    lat = s["latency_ms"]
+    share = {a: f"{v['requests'] / s['ok'] * 100:.0f}%" for a, v in sorted(s["per_agent"].items())} if s["ok"] else {}
+    return {"run": s["label"], "ok/requests": f"{s['ok']}/{s['requests']}", "avg_ms": lat["avg"], "p50_ms": lat["p50"],
+            "p95_ms": lat["p95"], "p99_ms": lat["p99"], "router_ms": s["router_ms"]["avg"], "tok/s": s["tok_s"],
+            "req/s": s["req_s"], "avg_W": _f(s.get("avg_power_w")), "Wh/1Mtok": _f(s["wh_per_mtok"], 2),
+            "vram_peak_MiB": _f(s["vram_peak_mib"], 0), "share": ", ".join(f"{a} {p}" for a, p in share.items()),
+            "route_sources": ", ".join(f"{k} {v}" for k, v in sorted(s.get("route_sources", {}).items()))}
+
+
+def md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(nothing)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(report: dict) -> str:
+    out = [f"# Serving campaign ({report['preset']}) — {report['started']}", "",
+           f"- device: {report['device']}", f"- command: `{report['command']}`",
+           f"- load: {report['n']} tasks per spec through the NATS bus, {report['concurrency']} concurrent clients "
+           f"(closed loop: a client sends its next task when its answer is back), mixed workload, "
+           f"max_tokens {report['max_tokens']}; latency = publish to result", ""]
+    for e in report["specs"]:
+        out += [f"## {e['name']}", "", f"`{e['spec']}`", ""]
+        if "plan" in e:
+            out += ["### Plan", "", e["plan"]["summary"], "", md_table(e["plan"]["rows"])]
+        if "router" in e:
+            out += [f"Routing: {e['router']['note']}; request model `{e.get('model', '')}`.", ""]
+        if "bench" in e:
+            out += ["### Load test", "", md_table([bench_rows(e["bench"])]),
+                    "### Planned vs measured memory (after load)", "", md_table(memory_rows(e["bench"]["memory"]))]
+        if e.get("monitor_png"):
+            out += [f"Power and VRAM over the spec's runs: `{Path(e['monitor_png']).name}`", ""]
+        for err in e.get("errors", []):
+            out += [f"**error**: {err}", ""]
+    if report.get("modes"):
+        out += ["## Sequential single model vs co-resident swarm", "", md_table(report["modes"])]
+    if report.get("sweep"):
+        sw = report["sweep"]
+        out += [f"## parallel x n_ctx sweep of agent `{sw['agent']}` (HTTP, short chat, {sw['n']} requests per point, "
+                "concurrency = slots)", "", md_table(sw["rows"])]
+    for err in report.get("errors", []):
+        out += [f"**error**: {err}", ""]
+    return "\n".join(out)
+
+
+def plot(report: dict, path: Path) -> Path | None:
+    """Latency percentiles per run and planned vs measured memory per agent (one PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = [(e["name"], e["bench"]) for e in report["specs"] if "bench" in e]
+    if report.get("sequential"):
+        runs.append((f"{runs[0][0] if runs else ''} sequential", report["sequential"]))
+    if not runs:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    keys = ("avg", "p50", "p95", "p99")
+    x = np.arange(len(keys))
+    w = 0.8 / len(runs)
+    for i, (name, s) in enumerate(runs):
+        ax1.bar(x + i * w, [s["latency_ms"][k] or 0 for k in keys], w, label=name)
+    ax1.set_xticks(x + w * (len(runs) - 1) / 2, keys)
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("latency through the bus")
+    ax1.legend(fontsize=8)
+    labels, planned, measured, kinds = [], [], [], set()
+    for e in report["specs"]:
+        for m in e["bench"]["memory"]["agents"] if "bench" in e else []:
+            kinds.add(m["measure"])
+            labels.append(f"{e['name']}\n{m['agent']}")
+            planned.append(m["planned_vram_mib"] if m["measure"] == "vram" else m["planned_weights_kv_mib"])
+            measured.append(m["measured_mib"] or 0)
+    y = np.arange(len(labels))
+    ax2.barh(y - 0.2, planned, 0.4, label="planned")
+    ax2.barh(y + 0.2, measured, 0.4, label="measured")
+    ax2.set_yticks(y, labels, fontsize=7)
+    ax2.set_xlabel("MiB (" + ", ".join(sorted(kinds)) + "; rss is compared with planned weights+KV)")
+    ax2.set_title("planned vs measured memory per agent")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "campaign.log", "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    report = {"preset": args.preset, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_label(),
+              "command": " ".join(["benchmarks/serving_campaign.py", *sys.argv[1:]]), "n": args.n,
+              "concurrency": args.concurrency, "max_tokens": args.max_tokens, "specs": [], "errors": []}
+
+    def save() -> None:
+        (out / "campaign.json").write_text(json.dumps(report, indent=2, default=str))
+        (out / "campaign.md").write_text(markdown(report))
+
+    t_start = time.monotonic()
+    for i, spec in enumerate(args.spec):
+        entry: dict = {"spec": spec, "name": Path(spec).stem, "errors": []}
+        report["specs"].append(entry)
+        try:
+            cfg = load_spec(spec, args.router_program)
+        except Exception as exc:
+            entry["errors"].append(f"load: {exc}")
+            log(f"{spec}: {exc}")
+            save()
+            continue
+        mon = Monitor(out / f"monitor-{entry['name']}.csv", 0.5, cfg.vram.gpu, cfg.monitor.temp_alert_c, log=log)
+        with mon:
+            log(f"== {entry['name']}: VRAM plan ==")
+            try:
+                plan = plan_only(cfg, log=log)  # makes the missing quants first
+            except Exception as exc:
+                entry["errors"].append(f"plan: {exc}")
+                log(traceback.format_exc())
+                save()
+                continue
+            entry["plan"] = {"summary": plan.summary(), "rows": plan_rows(cfg, plan),
+                             "budget_mib": None if plan.budget_bytes is None else plan.budget_bytes / MIB,
+                             "planned_vram_mib": plan.gpu_bytes / MIB, "planned_host_mib": plan.cpu_bytes / MIB}
+            entry["router"] = router_note(cfg)
+            entry["model"] = args.model or ("auto" if cfg.router.program else "spread")
+            log(f"routing: {entry['router']['note']}; request model {entry['model']}")
+            save()
+            compare = i == 0 and not args.no_compare
+            log(f"== {entry['name']}: {args.n} tasks through the bus, {args.concurrency} clients"
+                f"{', then sequential single model' if compare else ''} ==")
+            bc = BenchConfig(n=args.n, concurrency=args.concurrency, profile="mixed", model=entry["model"],
+                             max_tokens=args.max_tokens, transport="bus", closed_loop=True, results=args.results,
+                             out=str(out), timeout_s=args.timeout_s)
+            try:
+                entry["bench"] = bench_once(cfg, bc, log, label=entry["name"])
+                log(format_table(summary_rows(entry["bench"])))
+                log("planned vs measured memory after load:\n" + format_table(memory_rows(entry["bench"]["memory"])))
+            except Exception as exc:
+                entry["errors"].append(f"bench: {exc}")
+                log(traceback.format_exc())
+            save()
+            if compare and "bench" in entry:
+                try:
+                    res = compare_modes(cfg, bc, log, swarm_summary=entry["bench"])
+                    report["modes"], report["sequential"] = res["modes"], res["sequential"]
+                except Exception as exc:
+                    report["errors"].append(f"sequential vs co-resident: {exc}")
+                    log(traceback.format_exc())
+                save()
+            if i == 0 and not args.no_sweep:
+                agent = args.sweep_agent or cfg.default_agent()
+                log(f"== {entry['name']}: parallel {args.sweep_parallel} x n_ctx {args.sweep_ctx} sweep of {agent} ==")
+                try:
+                    sw = run_sweep(single_agent(cfg, agent), BenchConfig(
+                        n=args.sweep_n, profile="short", model=agent, max_tokens=args.max_tokens, transport="http",
+                        results=args.results, out=str(out), timeout_s=args.timeout_s,
+                        sweep_parallel=args.sweep_parallel, sweep_ctx=args.sweep_ctx), log)
+                    report["sweep"] = {"agent": agent, "n": args.sweep_n, "rows": sw["sweep"], "knee": sw["knee"]}
+                except Exception as exc:
+                    report["errors"].append(f"sweep: {exc}")
+                    log(traceback.format_exc())
+                save()
+        if mon.samples:
+            entry["monitor_png"] = str(plot_monitor(mon.csv_path, mon.csv_path.with_suffix(".png")))
+    report["wall_s"] = round(time.monotonic() - t_start, 1)
+    png = plot(report, out / "campaign.png")
+    report["plot"] = str(png) if png else None
+    save()
+    log(f"campaign ({report['wall_s']} s) -> {out / 'campaign.json'}, {out / 'campaign.md'}"
+        + (f", {png}" if png else ""))
+    logf.close()
+
+
+if __name__ == "__main__":
+    main()
