@@ -35,6 +35,11 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     log(f"merging adapter {adapter_dir} into {base_dir}")
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    bad = [name for name, t in merged.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ExportError(f"the merged weights hold NaN/inf in {len(bad)} tensors ({', '.join(bad[:4])}, ...): "
+                          f"the adapter in {adapter_dir} diverged; retrain (e.g. --precision fp32, a lower "
+                          "--learning-rate)")
     merged.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
     return out_dir

@@ -9,7 +9,9 @@ the reference-vs-degraded gap that the repair recovers, with a paired bootstrap 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -147,10 +149,22 @@ def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
     tasks = [cfg.task] + ([cfg.mmlu_task] if cfg.mmlu_items else [])
     limits = {cfg.task: cfg.eval_items, **({cfg.mmlu_task: cfg.mmlu_items} if cfg.mmlu_items else {})}
     log(f"evaluating {', '.join(models)} on {', '.join(f'{t} ({limits[t]})' for t in tasks)}")
-    run_eval(EvalConfig(models=[f"{agent}={path}" for agent, path in models.values()], tasks=tasks,
-                        task_limits=limits, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel, n_ctx=cfg.n_ctx,
-                        n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
-                        run_id=run_id))
+
+    def evaluate(specs: list[str]) -> None:
+        run_eval(EvalConfig(models=specs, tasks=tasks, task_limits=limits, seed=cfg.seed, backend=cfg.backend,
+                            parallel=cfg.parallel, n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers,
+                            results=cfg.results, max_tokens=cfg.max_tokens or None, run_id=run_id))
+
+    specs = [f"{agent}={path}" for agent, path in models.values()]
+    if cfg.backend == "llama-server" and len(specs) > 1:
+        # one llama-server per model, all at once: a small model leaves most of a GPU idle, so three
+        # concurrent servers finish about three times sooner (starts staggered so each gets its own port)
+        with ThreadPoolExecutor(len(specs)) as pool:
+            futures = [pool.submit(lambda s, i: (time.sleep(5 * i), evaluate([s])), s, i) for i, s in enumerate(specs)]
+            for f in futures:
+                f.result()
+    else:
+        evaluate(specs)
     table = ResultsTable(cfg.results)
     out = []
     for t in tasks:
