@@ -153,7 +153,8 @@ def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
     def evaluate(specs: list[str]) -> None:
         run_eval(EvalConfig(models=specs, tasks=tasks, task_limits=limits, seed=cfg.seed, backend=cfg.backend,
                             parallel=cfg.parallel, n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers,
-                            results=cfg.results, max_tokens=cfg.max_tokens or None, run_id=run_id))
+                            results=cfg.results, max_tokens=cfg.max_tokens or None, run_id=run_id,
+                            data_dir=cfg.data_dir or None))
 
     specs = [f"{agent}={path}" for agent, path in models.values()]
     if cfg.backend == "llama-server" and len(specs) > 1:
@@ -168,6 +169,6 @@ def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
     table = ResultsTable(cfg.results)
     out = []
     for t in tasks:
-        ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed)]
+        ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed, data_dir=cfg.data_dir or None)]
         out.append(compare(outcomes(table, t, models, ids), t, cfg.n_bootstrap, cfg.seed))
     return out[0], (out[1] if len(out) > 1 else None)

@@ -58,6 +58,9 @@ class RepairConfig:
         "help": "Layers llama.cpp offloads to the GPU (-1: all; ignored by a CPU build)."})
 
     # --- data: mining and preference pairs ----------------------------------------------------
+    data_dir: str = field(default="", metadata={
+        "help": "Local data folder (gsm8k/, mmlu/ JSONL) for mining and proof. Empty: the loaders' default "
+                "(hub, else the small shipped samples: too few items for a real proof)."})
     task: str = field(default="gsm8k_cot_zeroshot", metadata={
         "help": "Generation task whose failures are mined and whose prompt the pairs use."})
     train_items: int = field(default=200, metadata={
