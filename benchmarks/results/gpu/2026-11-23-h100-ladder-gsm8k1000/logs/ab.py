@@ -14,7 +14,7 @@ for name, d in (("off", off), ("on", on)):
     rows = rows[rows["filter"] == "flexible"] if "filter" in rows else rows
     res[name] = {"items": b["items"], "wall_s": b["wall_s"], "tokens": b["completion_tokens"],
                  "tok_per_s": b["completion_tokens"] / b["wall_s"], "accuracy": float(rows["correct"].mean()),
-                 "outputs": dict(zip(rows["item_id"], rows["output"]))}
+                 "outputs": dict(zip(rows["item_id"], rows["output"], strict=False))}
 same = [res["off"]["outputs"][k] == v for k, v in res["on"]["outputs"].items() if k in res["off"]["outputs"]]
 summary = {m: {k: v for k, v in r.items() if k != "outputs"} for m, r in res.items()}
 summary["speedup_on_vs_off"] = res["on"]["tok_per_s"] / res["off"]["tok_per_s"]
