@@ -66,13 +66,14 @@ def eval_cmd(
     power_w: float = typer.Option(30.0, help="Watts for latency-based cost"),
     cost_basis: str = typer.Option("auto", help="auto | joules | latency | size (must match the compile)"),
     seed: int = typer.Option(0, help="Seed of the random baseline and TF-IDF fit"),
+    max_test: int = typer.Option(0, help="Score only this many held-out items (0: all)"),
 ) -> None:
     """Evaluate programs and baselines on the held-out split; print the table and write Markdown + PNG."""
     from quantswarm.cli import echo_table
     from router.evaluate import evaluate_routers
 
     cfg = _config(results=results, labels=labels, swarm=swarm, task=task, split_seed=split_seed, api_base=api_base,
-                  power_w=power_w, cost_basis=cost_basis, seed=seed)
+                  power_w=power_w, cost_basis=cost_basis, seed=seed, max_test=max_test)
     scores = evaluate_routers(cfg, program, out, uncompiled=not no_uncompiled, log=typer.echo)
     echo_table([{"router": s.name, "label_acc": f"{s.label_accuracy:.3f}", "metric": f"{s.metric:.3f}",
                  "task_acc": f"{s.task_accuracy:.3f}", "cost": f"{s.total_cost:.4g}", "APGR": f"{s.apgr:.3f}",

@@ -11,6 +11,7 @@ mixing with the cheap and strong agents; the area under that curve is 0.5 for th
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,8 @@ def evaluate_routers(config: RouterConfig, programs: list[str], out: str | Path,
     swarm = data.swarm
     splits = split_examples(data.examples, config.split_seed, config.train_frac, config.dev_frac)
     test = splits["test"]
+    if config.max_test and len(test) > config.max_test:  # a seeded sample across datasets, not the first N
+        test = random.Random(config.split_seed).sample(test, config.max_test)
     if not test:
         raise ConfigError(f"the test split of {data.source} is empty; add items or lower train_frac + dev_frac")
     metric = CostAwareMetric(config.partial_credit)

@@ -34,6 +34,8 @@ class RouterConfig:
     dev_frac: float = field(default=0.2, metadata={"help": "Fraction of items for dev (optimizer validation)"})
     max_train: int = field(default=16, metadata={"help": "Cap on training examples given to the optimizer"})
     max_dev: int = field(default=12, metadata={"help": "Cap on dev examples given to the optimizer"})
+    max_test: int = field(default=0, metadata={
+        "help": "Cap on held-out examples `router eval` scores (0: all; the split is shuffled, so a cap is a sample)"})
     # --- cost ---
     power_w: float = field(
         default=30.0, metadata={"help": "Watts assumed when rows carry no joules: cost = latency_ms/1000 x power_w"}
@@ -101,6 +103,8 @@ class RouterConfig:
                      "simba_candidates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: set a positive number")
+        if self.max_test < 0:
+            raise ConfigError(f"max_test={self.max_test}: set 0 (all) or a positive number")
         if self.max_demos < 0:
             raise ConfigError(f"max_demos={self.max_demos}: set 0 or more")
         if self.api_base and not self.api_base.startswith(("http://", "https://")):

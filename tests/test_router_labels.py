@@ -120,3 +120,18 @@ def test_config_validation_says_what_to_set():
         RouterConfig(results="x", labels="y")
     with pytest.raises(ConfigError, match="partial_credit"):
         RouterConfig(partial_credit=2.0)
+
+
+def test_eval_max_test_scores_a_seeded_sample_of_the_held_out_split(tmp_path):
+    import json
+
+    from router.evaluate import evaluate_routers
+
+    full = evaluate_routers(RouterConfig(), [], tmp_path / "all", uncompiled=False, log=lambda _: None)
+    n_all = json.loads((tmp_path / "all" / "summary.json").read_text())["meta"]["n_test"]
+    capped = evaluate_routers(RouterConfig(max_test=5), [], tmp_path / "five", uncompiled=False, log=lambda _: None)
+    meta = json.loads((tmp_path / "five" / "summary.json").read_text())["meta"]
+    assert n_all > 5 and meta["n_test"] == 5
+    assert {s.name for s in capped} == {s.name for s in full}  # same baselines scored, on fewer items
+    with pytest.raises(ConfigError, match="max_test"):
+        RouterConfig(max_test=-1)
