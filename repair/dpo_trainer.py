@@ -138,6 +138,7 @@ def dpo_args(cfg: RepairConfig, output_dir: str | Path):
     bf16 = train_dtype(cfg.precision) == torch.bfloat16
     return DPOConfig(
         output_dir=str(output_dir), beta=cfg.beta, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        loss_type=cfg.loss_types if len(cfg.loss_types) > 1 else cfg.loss_types[0], loss_weights=cfg.weights,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=bf16, fp16=False,
         use_cpu=not cuda_available(), gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,

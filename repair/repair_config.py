@@ -11,7 +11,8 @@ Models:
 Data:
     task, train_items, samples_k, sample_temperature, gold_fallback, max_length, ...
 Training:
-    beta (0.1), learning_rate (5e-5), epochs (1), max_steps (-1), batch_size, grad_accum, lora_r, lora_alpha,
+    beta (0.1), loss_type (sigmoid; `sigmoid,sft` = RPO), loss_weights, learning_rate (5e-5), epochs (1),
+    max_steps (-1), batch_size, grad_accum, lora_r, lora_alpha,
     lora_targets, warmup_ratio, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), seed.
 Proof:
     eval_items, mmlu_task, mmlu_items, n_bootstrap.
@@ -28,6 +29,8 @@ QUANT_TYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0"
                "Q4_0", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "Q2_K_S")
 SOURCES = ("reference", "expert", "gold")
 PRECISIONS = ("auto", "bf16", "fp32")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # trl 1.16 DPOConfig
 DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
@@ -78,6 +81,12 @@ class RepairConfig:
 
     # --- training -----------------------------------------------------------------------------
     beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the KL tie to the reference."})
+    loss_type: str = field(default="sigmoid", metadata={
+        "help": "trl DPO loss, or several comma-separated: `sigmoid,sft` adds an NLL term on the chosen trace "
+                "(RPO), which keeps off-policy chosen traces (gold rationales) from pulling the policy into "
+                "degenerate text.",})
+    loss_weights: str = field(default="", metadata={
+        "help": "Comma-separated weights, one per --loss-type entry (empty: 1 each)."})
     learning_rate: float = field(default=5e-5, metadata={
         "help": "AdamW learning rate for the LoRA weights (replaces DPOConfig's 1e-6, which is for full fine-tunes)."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the pairs."})
@@ -133,12 +142,31 @@ class RepairConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
+        bad = [t for t in self.loss_types if t not in LOSS_TYPES]
+        if bad or not self.loss_types:
+            raise ConfigError(f"loss_type {self.loss_type!r}: use one or more of {', '.join(LOSS_TYPES)}")
+        try:
+            weights = self.weights
+        except ValueError:
+            raise ConfigError(f"loss_weights {self.loss_weights!r}: comma-separated numbers") from None
+        if weights is not None and len(weights) != len(self.loss_types):
+            raise ConfigError(f"loss_weights has {len(weights)} values for {len(self.loss_types)} loss types")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if "lm_head" in self.targets:
             raise ConfigError("lora_targets includes lm_head, which trl's DPOTrainer cannot train; remove it")
         if not self.results:
             self.results = str(Path(self.out_dir) / "results")
+
+    @property
+    def loss_types(self) -> list[str]:
+        """DPO loss types as a list."""
+        return [t.strip() for t in self.loss_type.split(",") if t.strip()]
+
+    @property
+    def weights(self) -> list[float] | None:
+        """Loss weights as floats (None: trl's default of 1 each)."""
+        return [float(w) for w in self.loss_weights.split(",")] if self.loss_weights.strip() else None
 
     @property
     def targets(self) -> list[str]:

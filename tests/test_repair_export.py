@@ -72,3 +72,21 @@ def test_merged_requantized_gguf_loads_and_answers(trained, smollm2):
     finally:
         engine.close()
     assert answer.completion_tokens > 0 and answer.text.strip()
+
+
+def test_dpo_with_an_sft_term_trains_and_logs_both_losses(trained, smollm2, shared_data):
+    """``--loss-type sigmoid,sft`` (RPO): the combined loss runs one real step on the same base and pairs."""
+    _, base, _, _, work = trained
+    task = load_task("gsm8k_cot_zeroshot")
+    template = ChatTemplate(smollm2)
+    items = load_gsm8k("train", limit=2, seed=1, data_dir=shared_data)
+    pairs = PairSet([make_pair(task, it, template.render(task.messages(it)), gold_trace(it), "#### -1", "gold")
+                     for it in items])
+    template.close()
+    cfg = RepairConfig(agent=str(smollm2), out_dir=str(work / "rpo"), max_steps=1, batch_size=2, grad_accum=1,
+                       max_length=320, warmup_ratio=0.0, lora_r=8, lora_alpha=16, max_minutes=3,
+                       loss_type="sigmoid,sft", loss_weights="1,1")
+    result = train_dpo(cfg, pairs, base, work / "rpo" / "adapter", log=lambda s: None)
+    assert result.steps == 1 and result.history and torch.isfinite(torch.tensor(result.history[-1]["loss"]))
+    meta = json.loads((work / "rpo" / "adapter" / "repair_meta.json").read_text())
+    assert meta["config"]["loss_type"] == "sigmoid,sft"
