@@ -54,10 +54,11 @@ def test_shipped_specs_load(smollm2, monkeypatch):
     assert cfg.gateway.host == "127.0.0.1" and cfg.workers.host == "127.0.0.1"
 
 
-def test_h100_example_names_missing_models(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spec", ["h100-5agents.yaml", "h100-qwen-16gib.yaml", "h100-qwen-tight.yaml"])
+def test_h100_examples_name_missing_models(tmp_path, monkeypatch, spec):
     monkeypatch.setenv("SWARM_MODELS", str(tmp_path))
-    with pytest.raises(ConfigError, match=r"agents\.\w+\.model: .* does not exist"):
-        load_swarm(REPO / "data/swarms/h100-5agents.yaml")
+    with pytest.raises(ConfigError, match=r"agents\.\w+\.(model|quantize_from\.source): .* does not exist"):
+        load_swarm(REPO / "data/swarms" / spec)
 
 
 @pytest.mark.parametrize(

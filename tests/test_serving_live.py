@@ -271,7 +271,8 @@ def test_bench_cli_writes_rows_and_summary(quants, tmp_path):
     assert (rows.completion_tokens > 0).all() and rows.run_id.nunique() == 1
 
 
-def test_bench_over_the_bus(quants, tmp_path):
+@pytest.mark.parametrize("closed_loop", [False, True], ids=["open", "closed-loop"])
+def test_bench_over_the_bus(quants, tmp_path, closed_loop):
     from serving.bench import BenchConfig, bench_once
 
     spec = write_spec(tmp_path / "one.yaml", quants)
@@ -279,9 +280,12 @@ def test_bench_over_the_bus(quants, tmp_path):
     cfg.agents = {"chat": cfg.agents["chat"]}
     cfg.fallback = ["chat"]
     bc = BenchConfig(n=3, concurrency=2, max_tokens=MAX_TOKENS, profile="short", transport="bus",
-                     results=str(tmp_path / "results"), out=str(tmp_path / "out"))
+                     results=str(tmp_path / "results"), out=str(tmp_path / "out"), closed_loop=closed_loop)
     s = bench_once(cfg, bc, log=lambda _m: None, label="bus")
     assert s["ok"] == 3 and s["dead_lettered"] == 0 and s["transport"] == "bus"
+    assert s["closed_loop"] is closed_loop
+    (mem,) = s["memory"]["agents"]  # planned vs measured after load: host RSS on a CPU-only machine
+    assert mem["agent"] == "chat" and mem["measure"] in ("vram", "rss") and mem["measured_mib"] > 0
     assert len(ResultsTable(tmp_path / "results").read(run_id=s["run_id"])) == 3
 
 
