@@ -21,16 +21,22 @@ from repair.repair_config import RepairConfig
 QUESTION = [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many apples does he have?"}]
 
 
-@pytest.fixture(scope="module")
-def trained(smollm2, shared_data, tmp_path_factory):
-    work = tmp_path_factory.mktemp("repair")
-    base = dequantize_gguf(smollm2, work / "reference-hf", log=lambda s: None)
+def gold_pairs(smollm2, shared_data) -> PairSet:
+    """Two GSM8K train items as pairs: gold rationale chosen, a wrong answer rejected."""
     task = load_task("gsm8k_cot_zeroshot")
     template = ChatTemplate(smollm2)
     items = load_gsm8k("train", limit=2, seed=1, data_dir=shared_data)
     pairs = PairSet([make_pair(task, it, template.render(task.messages(it)), gold_trace(it), "#### -1", "gold")
                      for it in items])
     template.close()
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def trained(smollm2, shared_data, tmp_path_factory):
+    work = tmp_path_factory.mktemp("repair")
+    base = dequantize_gguf(smollm2, work / "reference-hf", log=lambda s: None)
+    pairs = gold_pairs(smollm2, shared_data)
     cfg = RepairConfig(agent=str(smollm2), out_dir=str(work), max_steps=1, batch_size=2, grad_accum=1,
                        max_length=320, warmup_ratio=0.0, lora_r=8, lora_alpha=16, max_minutes=3)
     logs: list[str] = []
@@ -77,12 +83,7 @@ def test_merged_requantized_gguf_loads_and_answers(trained, smollm2):
 def test_dpo_with_an_sft_term_trains_and_logs_both_losses(trained, smollm2, shared_data):
     """``--loss-type sigmoid,sft`` (RPO): the combined loss runs one real step on the same base and pairs."""
     _, base, _, _, work = trained
-    task = load_task("gsm8k_cot_zeroshot")
-    template = ChatTemplate(smollm2)
-    items = load_gsm8k("train", limit=2, seed=1, data_dir=shared_data)
-    pairs = PairSet([make_pair(task, it, template.render(task.messages(it)), gold_trace(it), "#### -1", "gold")
-                     for it in items])
-    template.close()
+    pairs = gold_pairs(smollm2, shared_data)
     cfg = RepairConfig(agent=str(smollm2), out_dir=str(work / "rpo"), max_steps=1, batch_size=2, grad_accum=1,
                        max_length=320, warmup_ratio=0.0, lora_r=8, lora_alpha=16, max_minutes=3,
                        loss_type="sigmoid,sft", loss_weights="1,1")
