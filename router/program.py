@@ -54,6 +54,16 @@ def route_signature(swarm: Swarm) -> type[dspy.Signature]:
     )
 
 
+def agent_grammar(names: list[str]) -> str:
+    """GBNF for the ChatAdapter answer ``[[ ## agent ## ]]`` + one agent name + ``[[ ## completed ## ]]``.
+
+    llama-server samples only tokens this grammar allows, so even a 135M router LM answers with a valid agent
+    instead of continuing the task (which it otherwise does on long math or exam prompts).
+    """
+    alternatives = " | ".join(json.dumps(n) for n in names)
+    return f'root ::= "[[ ## agent ## ]]\\n" agent "\\n\\n[[ ## completed ## ]]"\nagent ::= {alternatives}\n'
+
+
 class LenientChatAdapter(ChatAdapter):
     """ChatAdapter that, when the strict parse fails, accepts the first agent name the answer mentions.
 
@@ -94,13 +104,17 @@ class RouterProgram(dspy.Module):
         super().__init__()
         signature = route_signature(swarm)
         self.route = dspy.ChainOfThought(signature) if rationale else dspy.Predict(signature)
+        # without a rationale the whole answer is one agent name: constrain llama-server's sampling to it
+        # (and leave room for the longest name: the grammar ends the answer, so the cap costs nothing)
+        self._lm_config = {} if rationale else {"extra_body": {"grammar": agent_grammar(swarm.names)},
+                                                "max_tokens": 32 + max(len(n) for n in swarm.names)}
         self.fallback = swarm.cheapest
         self.max_chars = max_chars
         self.catch_parse_errors = catch_parse_errors
 
     def forward(self, task: str) -> dspy.Prediction:
         try:
-            return self.route(task=task[: self.max_chars])
+            return self.route(task=task[: self.max_chars], config=self._lm_config)
         except AdapterParseError:
             if not self.catch_parse_errors:
                 raise

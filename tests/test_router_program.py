@@ -78,3 +78,11 @@ def test_lenient_adapter_takes_a_bare_proposal_text(data):
     adapter = LenientChatAdapter(data.swarm.names)
     got = adapter.parse(sig, "Send maths to math and code to coder.")
     assert got == {"proposed_instruction": "Send maths to math and code to coder."}
+
+
+def test_agent_grammar_allows_exactly_the_adapter_answer_with_one_agent():
+    from router.program import agent_grammar
+
+    g = agent_grammar(["small", "big@Q2_K"])
+    assert g.splitlines() == ['root ::= "[[ ## agent ## ]]\\n" agent "\\n\\n[[ ## completed ## ]]"',
+                              'agent ::= "small" | "big@Q2_K"']
