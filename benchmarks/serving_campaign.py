@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from quantswarm.energy import device_label
-from quantswarm.text_table import format_table
+from quantswarm.text_table import format_table, markdown_table
 from serving.bench import BenchConfig, bench_once, compare_modes, run_sweep, single_agent, summary_rows
 from serving.monitor import Monitor, plot_monitor
 from serving.planner import MIB
@@ -121,8 +121,7 @@ def memory_rows(mem: dict) -> list[dict]:
     """Planned vs measured memory per agent and in total; measured VRAM where NVML lists the worker, else RSS."""
     rows, vram_sum, any_vram = [], 0.0, False
     for m in mem["agents"]:
-        kind, meas = m["measure"], m["measured_mib"]
-        planned = m["planned_vram_mib"] if kind == "vram" else m["planned_weights_kv_mib"]
+        kind, meas, planned = m["measure"], m["measured_mib"], m["planned_mib"]
         if kind == "vram" and meas is not None:
             vram_sum, any_vram = vram_sum + meas, True
         rows.append({"agent": m["agent"], "ngl planned/loaded": f"{m['planned_ngl']}/{m['n_gpu_layers']} of "
@@ -152,15 +151,6 @@ def bench_rows(s: dict) -> dict:
             "route_sources": ", ".join(f"{k} {v}" for k, v in sorted(s.get("route_sources", {}).items()))}
 
 
-def md_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(nothing)\n"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def markdown(report: dict) -> str:
     out = [f"# Serving campaign ({report['preset']}) — {report['started']}", "",
            f"- device: {report['device']}", f"- command: `{report['command']}`",
@@ -170,22 +160,23 @@ def markdown(report: dict) -> str:
     for e in report["specs"]:
         out += [f"## {e['name']}", "", f"`{e['spec']}`", ""]
         if "plan" in e:
-            out += ["### Plan", "", e["plan"]["summary"], "", md_table(e["plan"]["rows"])]
+            out += ["### Plan", "", e["plan"]["summary"], "", markdown_table(e["plan"]["rows"])]
         if "router" in e:
             out += [f"Routing: {e['router']['note']}; request model `{e.get('model', '')}`.", ""]
         if "bench" in e:
-            out += ["### Load test", "", md_table([bench_rows(e["bench"])]),
-                    "### Planned vs measured memory (after load)", "", md_table(memory_rows(e["bench"]["memory"]))]
+            out += ["### Load test", "", markdown_table([bench_rows(e["bench"])]),
+                    "### Planned vs measured memory (after load)", "",
+                    markdown_table(memory_rows(e["bench"]["memory"]))]
         if e.get("monitor_png"):
             out += [f"Power and VRAM over the spec's runs: `{Path(e['monitor_png']).name}`", ""]
         for err in e.get("errors", []):
             out += [f"**error**: {err}", ""]
     if report.get("modes"):
-        out += ["## Sequential single model vs co-resident swarm", "", md_table(report["modes"])]
+        out += ["## Sequential single model vs co-resident swarm", "", markdown_table(report["modes"])]
     if report.get("sweep"):
         sw = report["sweep"]
         out += [f"## parallel x n_ctx sweep of agent `{sw['agent']}` (HTTP, short chat, {sw['n']} requests per point, "
-                "concurrency = slots)", "", md_table(sw["rows"])]
+                "concurrency = slots)", "", markdown_table(sw["rows"])]
     for err in report.get("errors", []):
         out += [f"**error**: {err}", ""]
     return "\n".join(out)
@@ -219,7 +210,7 @@ def plot(report: dict, path: Path) -> Path | None:
         for m in e["bench"]["memory"]["agents"] if "bench" in e else []:
             kinds.add(m["measure"])
             labels.append(f"{e['name']}\n{m['agent']}")
-            planned.append(m["planned_vram_mib"] if m["measure"] == "vram" else m["planned_weights_kv_mib"])
+            planned.append(m["planned_mib"])
             measured.append(m["measured_mib"] or 0)
     y = np.arange(len(labels))
     ax2.barh(y - 0.2, planned, 0.4, label="planned")

@@ -17,6 +17,7 @@ from evals.kld import read_fidelity
 from evals.stats import paired, wilson
 from quantswarm.errors import ResultsSchemaError
 from quantswarm.results import ResultsTable
+from quantswarm.text_table import markdown_table
 
 
 @dataclass
@@ -96,12 +97,7 @@ def _fmt(x, digits=3) -> str:
 
 
 def _md(df: pd.DataFrame, cols: list[str]) -> str:
-    if df.empty:
-        return "(none)\n"
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table([{c: _fmt(r[c]) for c in cols} for _, r in df.iterrows()], cols, empty="(none)")
 
 
 def build_report(results: str | Path, reference: str | None = None) -> Report:

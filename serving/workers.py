@@ -245,16 +245,18 @@ class Supervisor:
         """Per worker: planned VRAM and host memory (MiB), the layers it loaded with, and its measured memory.
 
         ``measure`` says what ``measured_mib`` is: ``vram`` (NVML per-process memory), ``rss`` (host resident
-        memory, when NVML does not list the process) or ``n/a``.
+        memory, when NVML does not list the process) or ``n/a``; ``planned_mib`` is the plan figure to compare it
+        with (planned VRAM for ``vram``, else the planned weights + KV cache).
         """
         rows = []
         for n, w in self.workers.items():
             p: AgentPlan = self.plan.agents[n]
             measured, kind = process_memory_mib(w.pid) if w.pid else (None, "n/a")
+            weights_kv = (p.cpu_bytes + p.gpu_weights + p.gpu_kv) / MIB
             rows.append({"agent": n, "planned_ngl": p.n_gpu_layers, "n_gpu_layers": w.n_gpu_layers,
                          "n_layers": p.n_layers + 1, "planned_vram_mib": p.gpu_bytes / MIB,
-                         "planned_host_mib": p.cpu_bytes / MIB,
-                         "planned_weights_kv_mib": (p.cpu_bytes + p.gpu_weights + p.gpu_kv) / MIB,
+                         "planned_host_mib": p.cpu_bytes / MIB, "planned_weights_kv_mib": weights_kv,
+                         "planned_mib": p.gpu_bytes / MIB if kind == "vram" else weights_kv,
                          "measure": kind, "measured_mib": measured})
         return rows
 
@@ -262,8 +264,7 @@ class Supervisor:
         """Planner prediction vs measured memory per worker (VRAM via NVML, else host RSS), with the error."""
         rows = []
         for m in self.measured_memory():
-            measured, kind = m["measured_mib"], m["measure"]
-            predicted = m["planned_vram_mib"] if kind == "vram" else m["planned_weights_kv_mib"]
+            measured, kind, predicted = m["measured_mib"], m["measure"], m["planned_mib"]
             err = f"{(measured - predicted) / predicted * 100:+.0f}%" if measured and predicted else "n/a"
             rows.append({"agent": m["agent"], "measure": kind, "predicted_MiB": f"{predicted:.1f}",
                          "measured_MiB": f"{measured:.1f}" if measured is not None else "n/a", "error": err})
