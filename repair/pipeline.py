@@ -66,11 +66,11 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     task = load_task(cfg.task)
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
-                        data_dir=cfg.data_dir or None,
+                        data_dir=cfg.data_root,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
                         max_tokens=cfg.max_tokens or None, run_id=new_run_id("repair-mine")))
-    train = task.load_items(cfg.train_items, cfg.seed, data_dir=cfg.data_dir or None, split=TRAIN_SPLIT)
-    items = {it.item_id: it for it in load(task.dataset, TRAIN_SPLIT, data_dir=cfg.data_dir or None)}
+    train = task.load_items(cfg.train_items, cfg.seed, data_dir=cfg.data_root, split=TRAIN_SPLIT)
+    items = {it.item_id: it for it in load(task.dataset, TRAIN_SPLIT, data_dir=cfg.data_root)}
     failures = [f for f in mine_failures(cfg.results, agent_name, cfg.task, items=items)
                 if f.item.item_id in {it.item_id for it in train}]
     log(f"{len(failures)} of {len(train)} train items failed for {agent_name}")

@@ -9,7 +9,6 @@ the reference-vs-degraded gap that the repair recovers, with a paired bootstrap 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -154,21 +153,20 @@ def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
         run_eval(EvalConfig(models=specs, tasks=tasks, task_limits=limits, seed=cfg.seed, backend=cfg.backend,
                             parallel=cfg.parallel, n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers,
                             results=cfg.results, max_tokens=cfg.max_tokens or None, run_id=run_id,
-                            data_dir=cfg.data_dir or None))
+                            data_dir=cfg.data_root))
 
     specs = [f"{agent}={path}" for agent, path in models.values()]
     if cfg.backend == "llama-server" and len(specs) > 1:
         # one llama-server per model, all at once: a small model leaves most of a GPU idle, so three
-        # concurrent servers finish about three times sooner (starts staggered so each gets its own port)
+        # concurrent servers finish about three times sooner (free_port never hands a port out twice)
         with ThreadPoolExecutor(len(specs)) as pool:
-            futures = [pool.submit(lambda s, i: (time.sleep(5 * i), evaluate([s])), s, i) for i, s in enumerate(specs)]
-            for f in futures:
-                f.result()
+            for future in [pool.submit(evaluate, [s]) for s in specs]:
+                future.result()
     else:
         evaluate(specs)
     table = ResultsTable(cfg.results)
     out = []
     for t in tasks:
-        ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed, data_dir=cfg.data_dir or None)]
+        ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed, data_dir=cfg.data_root)]
         out.append(compare(outcomes(table, t, models, ids), t, cfg.n_bootstrap, cfg.seed))
     return out[0], (out[1] if len(out) > 1 else None)

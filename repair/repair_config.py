@@ -159,6 +159,11 @@ class RepairConfig:
             self.results = str(Path(self.out_dir) / "results")
 
     @property
+    def data_root(self) -> str | None:
+        """``data_dir`` as the loaders take it (None: their default search)."""
+        return self.data_dir or None
+
+    @property
     def loss_types(self) -> list[str]:
         """DPO loss types as a list."""
         return [t.strip() for t in self.loss_type.split(",") if t.strip()]

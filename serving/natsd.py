@@ -9,14 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from quantswarm.engine.server import stop_process
+from quantswarm.engine.server import free_port, stop_process
 from quantswarm.errors import ConfigError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalNats:
@@ -27,7 +21,7 @@ class LocalNats:
                                                         if Path("/usr/sbin/nats-server").exists() else None)
         if exe is None:
             raise ConfigError("nats-server is not installed: `apt-get install nats-server` (or `make nats`)")
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.store = Path(tempfile.mkdtemp(prefix="quantswarm-nats-"))
         self.url = f"nats://127.0.0.1:{self.port}"
         self._log = open(self.store / "nats.log", "w")

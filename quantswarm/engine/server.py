@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,10 +32,21 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+_ISSUED_PORTS: set[int] = set()
+_PORT_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this process, so servers started at once in threads
+    cannot be given the same port before the first of them binds it."""
+    with _PORT_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _ISSUED_PORTS:
+                _ISSUED_PORTS.add(port)
+                return port
 
 
 class LlamaServerEngine:
