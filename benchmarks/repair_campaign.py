@@ -45,7 +45,7 @@ def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
             ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        kind = type(getattr(RepairConfig(agent="x"), key))
+        kind = type(fields[key].default)
         out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return out
 
