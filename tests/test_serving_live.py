@@ -36,10 +36,13 @@ MAX_TOKENS = 4
 
 
 def free_block(n: int) -> int:
-    """A base port with ``n`` consecutive free loopback ports."""
+    """A base port with ``n`` consecutive free loopback ports, below the kernel's ephemeral range: a port in that
+    range can be taken by any outgoing connection (the health checks make many) between this check and the bind."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
     rng = random.Random()
     for _ in range(200):
-        base = rng.randint(20000, 60000)
+        base = rng.randint(20000, max(20000 + n, low - n - 1))
         if all(port_free("127.0.0.1", base + i) for i in range(n)):
             return base
     raise RuntimeError("no free port block")
