@@ -49,7 +49,18 @@ class EvalConfig:
     n_ctx: int = field(default=2048, metadata={"help": "context tokens per slot"})
     n_gpu_layers: int = field(default=-1, metadata={"help": "layers on the GPU (-1: all; ignored on a CPU build)"})
     n_threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
+    loras: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "agent name -> GGUF LoRA applied over that agent's GGUF by llama-server (--lora)"})
+    replicas: int = field(default=1, metadata={
+        "help": "llama-server processes per model, each with `parallel` slots (one process caps its tok/s)"})
     max_tokens: int | None = field(default=None, metadata={"help": "override each task's max_tokens"})
+    # decoding
+    repeats: int = field(default=1, metadata={
+        "help": "answers per item, with seeds seed, seed+1, ... (k > 1 with temperature > 0 estimates p(success))"})
+    temperature: float | None = field(default=None, metadata={"help": "override each task's temperature"})
+    top_p: float | None = field(default=None, metadata={"help": "override each task's top_p"})
+    allow_code_execution: bool = field(default=False, metadata={
+        "help": "run model-written code against the task's tests (sandboxed subprocess); needed by code tasks"})
     # output
     results: str = field(default="runs/results", metadata={"help": "results table directory (Parquet parts)"})
     run_id: str | None = field(default=None, metadata={"help": "run id (default: a new timestamped id)"})
@@ -65,6 +76,12 @@ class EvalConfig:
             raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.parallel < 1:
             raise ConfigError("parallel must be >= 1")
+        if self.replicas < 1:
+            raise ConfigError("replicas must be >= 1")
+        if self.repeats < 1:
+            raise ConfigError("repeats must be >= 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise ConfigError("temperature must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit must be >= 1 (or None for all items)")
         for k, v in self.task_limits.items():

@@ -64,8 +64,16 @@ def expand_models(specs: list[str]) -> list[ModelSpec]:
 ERROR_PREFIX = "[error]"  # output of an item the engine refused; scored wrong and counted in the report
 
 
+def model_identity(path: str, lora: str | None = None) -> str:
+    """The ``model_sha`` of rows: the GGUF's sha256 prefix, plus ``+`` and the LoRA's when one is applied."""
+    sha = sha256_file(path)
+    return f"{sha}+{sha256_file(lora, 8)}" if lora else sha
+
+
 def engine_alive(engine: Engine) -> bool:
     """False when a llama-server backend's process has died (then the run stops and can be resumed)."""
+    if hasattr(engine, "alive"):
+        return engine.alive()
     proc = getattr(engine, "proc", None)
     return proc is None or proc.poll() is None
 
@@ -88,48 +96,65 @@ class _EnergyClock:
         return joules
 
 
-def _answer(engine: Engine, task: Task, messages: list[dict], params: GenerationParams) -> tuple[str, int, int, float]:
-    """(output, prompt tokens, completion tokens, latency ms) for one item."""
+@dataclass
+class Answer:
+    """One model answer to one item, as the results rows record it."""
+
+    output: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str = ""
+    choice_logprobs: dict[str, float] | None = None
+
+
+def _answer(engine: Engine, task: Task, messages: list[dict], params: GenerationParams) -> Answer:
+    """The engine's answer to one item: a generation, or the choices' next-token log-probabilities."""
     if task.method == "logprob":
         t0 = time.perf_counter()
         lp = engine.choice_logprobs(messages, task.choices)
         latency = (time.perf_counter() - t0) * 1000
-        rounded = {k: (round(v, 4) if not math.isinf(v) else None) for k, v in lp.items()}
-        return best_choice(lp) + "\t" + json.dumps(rounded), 0, 1, latency
+        rounded = {k: round(v, 4) for k, v in lp.items() if not math.isinf(v)}
+        return Answer(best_choice(lp), 0, 1, latency, "logprob", rounded)
     c = engine.chat(messages, params)
-    return c.text, c.prompt_tokens, c.completion_tokens, c.latency_ms
+    return Answer(c.text, c.prompt_tokens, c.completion_tokens, c.latency_ms, c.finish_reason)
 
 
-def _rows(
-    model: ModelSpec,
-    sha: str,
-    backend: str,
-    task: Task,
-    item: Item,
-    messages,
-    answer,
-    run_id: str,
-    seed: int,
-    device: str,
-    versions: str,
-) -> list[ResultRow]:
-    output, ptok, ctok, latency = answer
-    scored_text = output.split("\t", 1)[0] if task.method == "logprob" else output
-    if output.startswith(ERROR_PREFIX):
-        scored_text = ""
+@dataclass
+class RowContext:
+    """What every row of one block shares: model, task, decoding settings and provenance."""
+
+    model: ModelSpec
+    sha: str
+    backend: str
+    task: Task
+    run_id: str
+    params: GenerationParams
+    n_ctx: int
+    data_source: str
+    device: str
+    versions: str
+    allow_code_execution: bool = False
+
+
+def _rows(ctx: RowContext, item: Item, messages, answer: Answer, seed: int) -> list[ResultRow]:
+    error = answer.finish_reason == "error"
+    scored = [] if error else ctx.task.score(answer.output, item, allow_code_execution=ctx.allow_code_execution)
+    if error:
+        scored = [r for r in ctx.task.score("", item, allow_code_execution=False)]
     prompt = json.dumps(messages)
     return [
         ResultRow(
-            run_id=run_id,
-            agent=model.agent,
-            model_file=Path(model.path).name,
-            model_sha=sha,
-            quant=model.quant,
-            reference=model.reference,
-            backend=backend,
-            task=task.name,
-            task_version=task.version,
-            dataset=task.dataset,
+            run_id=ctx.run_id,
+            agent=ctx.model.agent,
+            model_file=Path(ctx.model.path).name,
+            model_sha=ctx.sha,
+            quant=ctx.model.quant,
+            reference=ctx.model.reference,
+            backend=ctx.backend,
+            task=ctx.task.name,
+            task_version=ctx.task.version,
+            dataset=ctx.task.dataset,
             split=item.split,
             item_id=item.item_id,
             subject=item.subject,
@@ -137,43 +162,76 @@ def _rows(
             primary=r.primary,
             prompt_hash=prompt_hash(prompt),
             prompt=prompt,
-            output=output,
+            output=answer.output,
             extracted=r.extracted,
             gold=item.gold,
-            correct=r.correct,
-            prompt_tokens=ptok,
-            completion_tokens=ctok,
-            latency_ms=latency,
+            correct=r.correct and not error,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            latency_ms=answer.latency_ms,
             seed=seed,
-            device=device,
-            versions=versions,
+            temperature=ctx.params.temperature,
+            max_tokens=ctx.params.max_tokens,
+            n_ctx=ctx.n_ctx,
+            finish_reason=answer.finish_reason,
+            choice_logprobs=answer.choice_logprobs,
+            data_source=ctx.data_source,
+            device=ctx.device,
+            versions=ctx.versions,
             source="eval",
         )
-        for r in task.score(scored_text, item)
+        for r in scored
     ]
 
 
+def block_params(cfg: EvalConfig, task: Task) -> GenerationParams:
+    """The task's decoding settings with the config's overrides (seed, max_tokens, temperature, top_p)."""
+    g = task.generation
+    return replace(g, seed=cfg.seed, max_tokens=cfg.max_tokens or g.max_tokens,
+                   temperature=g.temperature if cfg.temperature is None else cfg.temperature,
+                   top_p=g.top_p if cfg.top_p is None else cfg.top_p)
+
+
 def run_eval(cfg: EvalConfig) -> Path:
-    """Evaluate every model on every task; returns the results table directory."""
+    """Evaluate every model on every task; returns the results table directory.
+
+    Each item is answered ``cfg.repeats`` times (seeds ``seed .. seed+repeats-1``). An item whose answer is
+    already in the table with the same identity (agent, model sha, task version, seed, temperature, max_tokens,
+    n_ctx) is skipped; an answer that errored is retried.
+    """
+    from quantswarm.loaders import resolve_source
+
     table = ResultsTable(cfg.results)
     run_id = cfg.run_id or new_run_id("eval")
     models = expand_models(cfg.models)
     tasks = [load_task(t) for t in cfg.tasks]
+    for t in tasks:
+        if t.method == "code" and not cfg.allow_code_execution:
+            raise ConfigError(f"task {t.name} runs model-written code against its tests; allow it explicitly "
+                              "with --allow-code-execution (it runs in a sandboxed subprocess)")
     device = device_label()
     data = {}
     for t in tasks:
         items = t.load_items(cfg.limit_for(t.name), cfg.seed, cfg.data_dir, cfg.source, split=cfg.split)
-        data[t.name] = (items, t.load_fewshot_pool(cfg.data_dir, cfg.source))
+        where = str(resolve_source(t.dataset, cfg.split or t.split, cfg.data_dir, cfg.source))
+        data[t.name] = (items, t.load_fewshot_pool(cfg.data_dir, cfg.source), where)
     done = table.done_keys()
+    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    unknown = set(cfg.loras) - {m.agent for m in models}
+    if unknown:
+        raise ConfigError(f"loras names agents {sorted(unknown)} that are not among {[m.agent for m in models]}")
     for model in models:
-        sha = sha256_file(model.path)
-        todo = {
-            t.name: [it for it in data[t.name][0] if (model.agent, sha, t.name, t.version, it.item_id) not in done]
-            for t in tasks
-        }
+        lora = cfg.loras.get(model.agent)
+        sha = model_identity(model.path, lora)
+        todo = {}
+        for t in tasks:
+            p = block_params(cfg, t)
+            todo[t.name] = [(it, s) for s in seeds for it in data[t.name][0]
+                            if (model.agent, sha, t.name, t.version, it.item_id, s, p.temperature, p.max_tokens,
+                                cfg.n_ctx) not in done]
         if not any(todo.values()):
             if cfg.progress:
-                print(f"{model.agent}: all items already in {cfg.results}, skipped")
+                print(f"{model.agent}: all items already in {cfg.results} with these settings, skipped")
             continue
         engine = open_engine(
             model.path,
@@ -183,24 +241,16 @@ def run_eval(cfg: EvalConfig) -> Path:
             n_gpu_layers=cfg.n_gpu_layers,
             n_threads=cfg.n_threads,
             seed=cfg.seed,
+            **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}),
+            **({"lora_path": lora} if lora else {}),
         )
         try:
             versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks)})
             for task in tasks:
                 if todo[task.name]:
-                    _run_block(
-                        cfg,
-                        table,
-                        run_id,
-                        model,
-                        sha,
-                        engine,
-                        task,
-                        todo[task.name],
-                        data[task.name][1],
-                        device,
-                        versions,
-                    )
+                    ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), cfg.n_ctx,
+                                     data[task.name][2], device, versions, cfg.allow_code_execution)
+                    _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1])
         finally:
             engine.close()
     return Path(cfg.results)
@@ -209,17 +259,12 @@ def run_eval(cfg: EvalConfig) -> Path:
 def _run_block(
     cfg: EvalConfig,
     table: ResultsTable,
-    run_id: str,
-    model: ModelSpec,
-    sha: str,
+    ctx: RowContext,
     engine: Engine,
-    task: Task,
-    items: list[Item],
+    items: list[tuple[Item, int]],
     pool: list[Item],
-    device: str,
-    versions: str,
 ) -> None:
-    params = replace(task.generation, seed=cfg.seed, max_tokens=cfg.max_tokens or task.generation.max_tokens)
+    task, model = ctx.task, ctx.model
     clock = _EnergyClock()
     buffer: list[list[ResultRow]] = []
     t0 = time.time()
@@ -228,32 +273,33 @@ def _run_block(
     def flush() -> None:
         joules = clock.lap()
         if joules is not None and buffer:
-            weights = [max(1, g[0].prompt_tokens + g[0].completion_tokens) for g in buffer]
-            for g, w in zip(buffer, weights, strict=True):
+            weights = [max(1, g[0].prompt_tokens + g[0].completion_tokens) for g in buffer if g]
+            for g, w in zip([g for g in buffer if g], weights, strict=True):
                 for row in g:
                     row.joules = joules * w / sum(weights)
         table.append([row for g in buffer for row in g])
         buffer.clear()
 
-    def one(item: Item):
+    def one(item: Item, seed: int):
         msgs = task.messages(item, task.fewshot_items(item, pool))
         try:
-            return item, msgs, _answer(engine, task, msgs, params)
-        except EngineError as exc:  # e.g. a prompt longer than n_ctx: recorded as a failed item, not a lost run
+            answer = _answer(engine, task, msgs, replace(ctx.params, seed=seed))
+        except EngineError as exc:  # e.g. a prompt longer than n_ctx: an error row, retried by a rerun
             if not engine_alive(engine):
                 raise
-            return item, msgs, (f"{ERROR_PREFIX} {exc}", 0, 0, 0.0)
+            answer = Answer(f"{ERROR_PREFIX} {exc}", finish_reason="error")
+        return answer, _rows(ctx, item, msgs, answer, seed)  # scored here: code tasks run in these threads
 
     bar = tqdm(total=len(items), desc=f"{model.agent} {task.name}", unit="item", disable=not cfg.progress)
+    errors = 0
     with EnergyMeter() as meter, ThreadPoolExecutor(max_workers=engine.parallel) as pool_exec:
-        futures = [pool_exec.submit(one, it) for it in items]
+        futures = [pool_exec.submit(one, it, s) for it, s in items]
         try:
             for fut in as_completed(futures):
-                item, msgs, answer = fut.result()
-                tokens += answer[2]
-                buffer.append(
-                    _rows(model, sha, engine.backend, task, item, msgs, answer, run_id, cfg.seed, device, versions)
-                )
+                answer, rows = fut.result()
+                tokens += answer.completion_tokens
+                errors += answer.finish_reason == "error"
+                buffer.append(rows)
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
                 if len(buffer) >= cfg.flush_every:
@@ -265,19 +311,26 @@ def _run_block(
             raise
         flush()
     bar.close()
+    if errors:
+        print(f"{model.agent} {task.name}: {errors} of {len(items)} answers errored (recorded as errors, retried "
+              "by a rerun)")
     block = {
-        "run_id": run_id,
+        "run_id": ctx.run_id,
         "agent": model.agent,
         "quant": model.quant,
         "reference": model.reference,
         "bits_per_weight": round(inspect_gguf(model.path).bits_per_weight, 3),
         "task": task.name,
         "items": len(items),
+        "errors": errors,
         "wall_s": round(time.time() - t0, 3),
         "completion_tokens": tokens,
         "backend": engine.backend,
         "parallel": engine.parallel,
-        "device": device,
+        "replicas": getattr(engine, "replicas", 1),
+        "temperature": ctx.params.temperature,
+        "max_tokens": ctx.params.max_tokens,
+        "device": ctx.device,
         "joules": meter.joules,
         "peak_vram_mib": meter.peak_vram_mib,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -6,6 +6,7 @@ messages (k-shot exemplars as earlier turns) and scores an output with every nam
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from quantswarm.errors import ConfigError
 from quantswarm.loaders import Item, load
 
 TASK_DIR = Path(__file__).parent / "tasks"
-METHODS = ("generate", "logprob")
-METRICS = ("numeric_match", "exact_match")
+METHODS = ("generate", "logprob", "code")
+METRICS = ("numeric_match", "exact_match", "easy_match", "pass_at_1")
 KEYS = {"task", "dataset", "split", "method", "num_fewshot", "fewshot_split", "system", "doc_to_text",
         "fewshot_target", "generation_kwargs", "metric", "primary_filter", "filter_list", "metadata", "choices"}
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -88,10 +89,31 @@ class Task:
             return False
         if self.metric == "numeric_match":
             return numbers_equal(extracted, gold)
+        if self.metric == "easy_match":  # the last number against a number; a word among the words (case matters)
+            if _is_number(gold):
+                nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", extracted.replace("\u2212", "-"))
+                return bool(nums) and numbers_equal(nums[-1], gold)
+            return gold.strip() in re.findall(r"[A-Za-z]+", extracted)
         return extracted.strip() == gold.strip()
 
-    def score(self, output: str, item: Item) -> list[FilterResult]:
-        """Every filter's extraction of ``output`` and whether it matches the gold answer."""
+    def score(self, output: str, item: Item, *, allow_code_execution: bool = False) -> list[FilterResult]:
+        """Every filter's extraction of ``output`` and whether it matches the gold answer.
+
+        A ``code`` task runs the answer against the item's tests (:mod:`evals.sandbox`); its one filter reads
+        ``passed`` / ``failed: <error>`` / ``timeout``. That needs ``allow_code_execution``.
+        """
+        if self.method == "code":
+            from evals.sandbox import humaneval_program, run_program
+
+            if not allow_code_execution:
+                raise ConfigError(f"task {self.name} executes model-written code; pass allow_code_execution")
+            if not output.strip():
+                return [FilterResult(p.name, INVALID, False, p.name == self.primary_filter) for p in self.pipelines]
+            program = humaneval_program(item.question, output, item.extra.get("test", ""),
+                                        item.extra.get("entry_point", ""))
+            res = run_program(program)
+            text = res.status + (f": {res.detail}" if res.detail and not res.passed else "")
+            return [FilterResult(p.name, text, res.passed, p.name == self.primary_filter) for p in self.pipelines]
         out = []
         for p in self.pipelines:
             ext = p.apply(output)
@@ -107,6 +129,14 @@ class Task:
         if self.num_fewshot == 0:
             return []
         return load(self.dataset, self.fewshot_split, data_dir=data_dir, source=source)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+        return True
+    except ValueError:
+        return False
 
 
 def task_names() -> list[str]:

@@ -28,7 +28,10 @@ FILES = {
     ("mmlu", "dev"): "mmlu/dev.jsonl",
     ("mmlu", "test"): "mmlu/test.jsonl",
     ("humaneval", "test"): "humaneval/HumanEval.jsonl",
+    ("easy", "train"): "easy/train.jsonl",
+    ("easy", "test"): "easy/test.jsonl",
 }
+GENERATED = {"easy"}  # made by this project from a seed (evals/easy.py): always the shipped files
 HUB = {
     "gsm8k": ("openai/gsm8k", "main"),
     "mmlu": ("cais/mmlu", "all"),
@@ -93,7 +96,7 @@ def resolve_source(dataset: str, split: str, data_dir_: str | Path | None = None
         raise DataError(f"source must be auto, local, hub or shipped, not {source!r}")
     if source == "hub":
         return "hub"
-    if source == "shipped":
+    if source == "shipped" or dataset in GENERATED:
         return SHIPPED_DATA / rel
     root = Path(data_dir_) if data_dir_ else data_dir()
     if root is not None and (root / rel).exists():
@@ -192,6 +195,18 @@ def load_humaneval(limit: int | None = None, seed: int = 0, data_dir: str | Path
     return _subset(items, limit, seed, stratify=False)
 
 
+def load_easy(split: str = "test", limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
+              source: str = "auto") -> list[Item]:
+    """The generated one-step family (evals/easy.py); ``subject`` holds the kind (arithmetic, reverse, ...)."""
+    items = []
+    for n, row in enumerate(_rows("easy", split, data_dir, source)):
+        if not all(isinstance(row.get(k), str) for k in ("question", "answer", "kind")):
+            raise DataError(f"easy/{split} row {n}: needs string fields question, answer, kind")
+        items.append(Item("easy", split, f"{split}-{row.get('idx', n)}", row["question"], row["answer"],
+                          subject=row["kind"]))
+    return _subset(items, limit, seed, stratify=True)
+
+
 def mmlu_fewshot(dev: list[Item], subject: str, k: int) -> list[Item]:
     """The first k dev exemplars of a subject (the standard MMLU k-shot prompt)."""
     return [it for it in dev if it.subject == subject][:k]
@@ -204,4 +219,6 @@ def load(dataset: str, split: str, **kwargs) -> list[Item]:
         return load_mmlu(split, **kwargs)
     if dataset == "humaneval":
         return load_humaneval(**kwargs)
-    raise DataError(f"unknown dataset {dataset!r}; known: gsm8k, mmlu, humaneval")
+    if dataset == "easy":
+        return load_easy(split, **kwargs)
+    raise DataError(f"unknown dataset {dataset!r}; known: gsm8k, mmlu, humaneval, easy")

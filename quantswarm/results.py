@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from quantswarm.errors import ResultsSchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = pa.schema(
     [
@@ -54,6 +54,12 @@ SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
         ("joules", pa.float64()),  # null when no energy meter
         ("seed", pa.int64()),
+        ("temperature", pa.float64()),  # sampling temperature of the answer (0 = greedy)
+        ("max_tokens", pa.int64()),  # cap on generated tokens the answer ran under
+        ("n_ctx", pa.int64()),  # context tokens per slot the answer ran under
+        ("finish_reason", pa.string()),  # stop | length | error | logprob ("" when unknown)
+        ("choice_logprobs", pa.map_(pa.string(), pa.float64())),  # per-choice log-probabilities (logprob tasks)
+        ("data_source", pa.string()),  # where the item came from: local file path, hub, shipped sample
         ("device", pa.string()),  # e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3"
         ("versions", pa.string()),  # JSON of producing versions (quantswarm, llama-cpp-python, ...)
         ("timestamp", pa.timestamp("us", tz="UTC")),
@@ -61,6 +67,11 @@ SCHEMA = pa.schema(
 )
 COLUMNS = [f.name for f in SCHEMA]
 KEY = ["run_id", "agent", "task", "item_id", "filter"]
+# what makes two answers the same answer: a rerun with the same values skips the item (resume)
+IDENTITY = ("agent", "model_sha", "task", "task_version", "item_id", "seed", "temperature", "max_tokens", "n_ctx")
+# columns added after schema 1: parts written before them read back with these values
+ADDED = {"temperature": 0.0, "max_tokens": 0, "n_ctx": 0, "finish_reason": "", "choice_logprobs": None,
+         "data_source": ""}
 
 
 @dataclass
@@ -94,6 +105,12 @@ class ResultRow:
     latency_ms: float = 0.0
     joules: float | None = None
     seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 0
+    n_ctx: int = 0
+    finish_reason: str = ""
+    choice_logprobs: dict[str, float] | None = None
+    data_source: str = ""
     device: str = ""
     versions: str = "{}"
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -166,12 +183,15 @@ class ResultsTable:
             frame = frame[frame[col] == value]
         return frame.reset_index(drop=True)
 
-    def done_keys(self, columns: tuple[str, ...] = ("agent", "model_sha", "task", "task_version", "item_id"),
-                  **equals: str) -> set[tuple]:
-        """Distinct values of ``columns`` among rows already written (optionally filtered), for resuming."""
+    def done_keys(self, columns: tuple[str, ...] = IDENTITY, **equals: str) -> set[tuple]:
+        """Distinct values of ``columns`` among answered rows (optionally filtered), for resuming.
+
+        Rows of an answer that errored (``finish_reason == "error"``) do not count: a rerun retries them.
+        """
         if not self.parts():
             return set()
         frame = self.read(**equals)
+        frame = frame[(frame["finish_reason"] != "error") & ~frame["output"].str.startswith("[error]")]
         return set(frame[list(columns)].itertuples(index=False, name=None))
 
 
@@ -181,9 +201,13 @@ def read_part(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ResultsSchemaError(f"{path}: not a readable Parquet file ({exc})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in ADDED]
     if missing:
         raise ResultsSchemaError(f"{path}: not a quantswarm results file, missing columns {missing}")
+    for name, value in ADDED.items():  # a part written before these columns existed
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.array([value] * table.num_rows,
+                                                                     type=SCHEMA.field(name).type))
     for name in COLUMNS:
         want, got = SCHEMA.field(name).type, table.schema.field(name).type
         if want != got and not pa.types.is_null(got) and not (_stringy(want) and _stringy(got)):

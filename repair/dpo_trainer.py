@@ -101,12 +101,18 @@ class ProgressLog(TrainerCallback):
     def __init__(self, log: Callable[[str], None]):
         self.log = log
         self.history: list[dict] = []
+        self.non_finite_at: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        import math
+
         logs = logs or {}
         row = {"step": state.global_step, **{k: float(logs[k]) for k in self.KEYS if k in logs}}
         if len(row) == 1:
             return
+        if "loss" in row and not math.isfinite(row["loss"]):  # the finite-loss guard: stop, never save NaN
+            self.non_finite_at = state.global_step
+            control.should_training_stop = True
         self.history.append(row)
         shown = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in row.items() if k != "step")
         self.log(f"[dpo step {state.global_step}/{state.max_steps}] {shown}")
@@ -178,6 +184,9 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     t0 = time.monotonic()
     trainer.train()
     seconds = time.monotonic() - t0
+    if progress.non_finite_at is not None:
+        raise TrainingError(f"the DPO loss became non-finite at step {progress.non_finite_at}; nothing saved "
+                            "(try --precision fp32 or a lower --learning-rate)")
     adapter_dir = Path(adapter_dir)
     trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
     tok.save_pretrained(adapter_dir)

@@ -46,7 +46,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
 
 
 def _run_converter(script: str, args: list[str], log: Callable[[str], None]) -> None:
-    tree = source_tree()
+    tree = Path(os.environ["QUANTSWARM_LLAMA_TREE"]) if os.environ.get("QUANTSWARM_LLAMA_TREE") else source_tree()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, str(tree / script), *args]
     log(f"running llama.cpp {script}")
@@ -79,12 +79,13 @@ def lora_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_path: str | 
 
 
 def export_repaired(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, name: str, qtype: str,
-                    log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Merged HF folder, F16 GGUF, ``qtype`` GGUF and GGUF LoRA of a repaired agent, under ``out_dir``."""
+                    *, merged: bool = True, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """GGUF LoRA of a repaired agent and, with ``merged``, the merged HF folder, its F16 GGUF and ``qtype`` GGUF."""
     out_dir = Path(out_dir)
-    merged = merge_adapter(base_dir, adapter_dir, out_dir / "merged-hf", log=log)
-    f16 = hf_to_gguf(merged, out_dir / f"{name}-repaired-F16.gguf", "f16", log=log)
-    log(f"requantizing to {qtype} (evals.ladder.quantize, allow-requantize)")
-    quant = quantize(f16, out_dir / f"{name}-repaired-{qtype}.gguf", qtype)
-    lora = lora_to_gguf(adapter_dir, base_dir, out_dir / f"{name}-repair-lora-F16.gguf", "f16", log=log)
-    return {"merged_hf": merged, "f16": f16, "quant": quant, "lora": lora}
+    files = {"lora": lora_to_gguf(adapter_dir, base_dir, out_dir / f"{name}-repair-lora-F16.gguf", "f16", log=log)}
+    if merged:
+        files["merged_hf"] = merge_adapter(base_dir, adapter_dir, out_dir / "merged-hf", log=log)
+        files["f16"] = hf_to_gguf(files["merged_hf"], out_dir / f"{name}-repaired-F16.gguf", "f16", log=log)
+        log(f"requantizing to {qtype} (evals.ladder.quantize, allow-requantize)")
+        files["quant"] = quantize(files["f16"], out_dir / f"{name}-repaired-{qtype}.gguf", qtype)
+    return files

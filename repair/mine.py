@@ -26,6 +26,7 @@ class Failure:
     run_id: str
     agent: str
     filter: str
+    finish_reason: str = ""  # stop | length | error ("" for rows written before it was recorded)
 
 
 def mine_failures(table: ResultsTable | str | Path, agent: str, task: str, *, filter: str | None = None,
@@ -64,7 +65,7 @@ def mine_failures(table: ResultsTable | str | Path, agent: str, task: str, *, fi
         if item.split != TRAIN_SPLIT:
             raise DataError(f"item {row.item_id!r} is from split {item.split!r}; only {TRAIN_SPLIT} items are mined")
         out.append(Failure(item=item, output=row.output, extracted=row.extracted, run_id=row.run_id,
-                           agent=row.agent, filter=row.filter))
+                           agent=row.agent, filter=row.filter, finish_reason=row.finish_reason))
     return out
 
 

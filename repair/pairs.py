@@ -1,10 +1,11 @@
 """Silver-bullet preference pairs: a verified-correct trace against the agent's own wrong one.
 
-For each mined failure the "chosen" trace comes from the first source that yields one whose
-answer every task filter extracts as the gold answer: the reference model (sampled up to k
-times at temperature > 0), a larger expert model, or, as fallback, the gold rationale rewritten
-into the task's answer format. A trace that fails verification is never used: :func:`make_pair`
-refuses it. The prompt is the task's chat rendered with the agent GGUF's own chat template.
+For each mined failure (a complete wrong trace of the quantized agent: traces cut at max_tokens or errored
+are dropped) the "chosen" trace comes from the first source that yields one the task's primary filter reads
+as the gold answer: the reference model (k samples at temperature > 0; of the verified ones, the one sharing the
+longest prefix with the rejected trace), a larger expert model, or, only when asked (``gold_fallback``), the
+gold rationale in the task's answer format. A trace that fails verification is never used: :func:`make_pair`
+refuses it. The prompt is the task's chat rendered by llama-server's own template (``/apply-template``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from evals.task import Task
 from quantswarm.engine.base import Engine, GenerationParams, Message
 from quantswarm.errors import QuantswarmError
 from quantswarm.loaders import Item
-from quantswarm.registry import inspect_gguf
 from repair.mine import Failure
 
 CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: "3*4=<<3*4=12>>12"
@@ -58,7 +58,20 @@ class PairSet:
         return dict(Counter(p.source for p in self.pairs))
 
     def summary(self) -> dict:
-        return {"pairs": len(self.pairs), "by_source": self.by_source, "dropped": dict(self.dropped)}
+        """Counts per source, why failures were dropped, and the token lengths of chosen vs rejected traces."""
+        import numpy as np
+
+        def dist(values: list[int]) -> dict:
+            if not values:
+                return {}
+            v = np.asarray(values)
+            return {"mean": float(v.mean()), "p10": float(np.percentile(v, 10)), "p50": float(np.median(v)),
+                    "p90": float(np.percentile(v, 90)), "max": int(v.max())}
+
+        return {"pairs": len(self.pairs), "by_source": self.by_source, "dropped": dict(self.dropped),
+                "chosen_tokens": dist([p.chosen_tokens for p in self.pairs]),
+                "rejected_tokens": dist([p.rejected_tokens for p in self.pairs]),
+                "shared_prefix_chars": dist([shared_prefix(p.chosen, p.rejected) for p in self.pairs])}
 
     def to_dataset(self):
         """The pairs as an HF ``datasets.Dataset`` (columns prompt, chosen, rejected, item_id, source, gold)."""
@@ -87,32 +100,38 @@ class PairSet:
 
 
 class ChatTemplate:
-    """The agent GGUF's chat template and tokenizer (vocab only, no weights loaded)."""
+    """The agent's chat template and tokenizer as llama.cpp applies them, read from a running llama-server.
 
-    def __init__(self, gguf_path: str | Path):
-        import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    ``render`` asks the server's ``/apply-template`` (the prompt its chat completion would send, special tokens
+    such as BOS written as llama.cpp writes them), ``count`` its ``/tokenize`` (special tokens parsed).
+    """
 
-        info = inspect_gguf(gguf_path)
-        self._vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-        eos = self._vocab.detokenize([self._vocab.token_eos()]).decode(errors="ignore")
-        bos = self._vocab.detokenize([self._vocab.token_bos()]).decode(errors="ignore")
-        self.eos = eos
-        self.template = info.chat_template
-        self._fmt = (Jinja2ChatFormatter(info.chat_template, eos_token=eos, bos_token=bos)
-                     if info.chat_template else None)
+    def __init__(self, url: str, timeout: float = 60.0):
+        import httpx
+
+        self.url = url
+        self._client = httpx.Client(base_url=url, timeout=timeout)
+
+    def _post(self, path: str, body: dict) -> dict:
+        import httpx
+
+        try:
+            r = self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise PairError(f"llama-server {self.url}{path}: {type(exc).__name__}: {exc}") from None
+        if r.status_code != 200:
+            raise PairError(f"llama-server {self.url}{path} answered {r.status_code}: {r.text[:200]}")
+        return r.json()
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text llama.cpp's chat completion sends for ``messages`` (generation prompt added)."""
-        if self._fmt is None:
-            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return self._fmt(messages=messages).prompt
+        return str(self._post("/apply-template", {"messages": messages})["prompt"])
 
     def count(self, text: str) -> int:
-        return len(self._vocab.tokenize(text.encode(), add_bos=False, special=True))
+        return len(self._post("/tokenize", {"content": text, "add_special": False, "parse_special": True})["tokens"])
 
     def close(self) -> None:
-        self._vocab.close()
+        self._client.close()
 
 
 @dataclass
@@ -127,8 +146,9 @@ class Proposer:
 
 
 def verified(task: Task, text: str, item: Item) -> bool:
-    """True when every filter of ``task`` extracts the gold answer from ``text``."""
-    return bool(text.strip()) and all(r.correct for r in task.score(text, item))
+    """True when the task's primary filter extracts the gold answer from ``text`` (the filter the task is scored
+    by: a model that writes "The answer is 18." without GSM8K's ``####`` is right, and so is its trace)."""
+    return bool(text.strip()) and primary_correct(task, text, item)
 
 
 def primary_correct(task: Task, text: str, item: Item) -> bool:
@@ -155,24 +175,40 @@ def make_pair(task: Task, item: Item, prompt: str, chosen: str, rejected: str, s
     return Pair(item.item_id, prompt, chosen.strip(), rejected.strip(), source, item.gold, attempts)
 
 
-def propose(proposer: Proposer, task: Task, item: Item, messages: list[Message]) -> tuple[str | None, int]:
-    """Sample up to k traces; the first verified one (or None) and how many samples were drawn."""
+def shared_prefix(a: str, b: str) -> int:
+    """Length in characters of the common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def propose(proposer: Proposer, task: Task, item: Item, messages: list[Message],
+            rejected: str = "") -> tuple[str | None, int]:
+    """Sample k traces at the proposer's temperature; of the verified, complete ones (not cut at max_tokens) the
+    one sharing the longest prefix with ``rejected`` (the closest on-policy correction), or None; and k."""
     gen = task.generation
+    best, best_len = None, -1
     for attempt in range(1, proposer.k + 1):
         params = GenerationParams(max_tokens=gen.max_tokens, temperature=proposer.temperature, top_p=gen.top_p,
                                   seed=proposer.seed + attempt, stop=gen.stop)
-        text = proposer.engine.chat(messages, params).text
-        if verified(task, text, item):
-            return text, attempt
-    return None, proposer.k
+        c = proposer.engine.chat(messages, params)
+        if c.finish_reason == "length" or not verified(task, c.text, item):
+            continue
+        n = shared_prefix(c.text, rejected)
+        if n > best_len:
+            best, best_len = c.text, n
+    return best, proposer.k
 
 
 def _chosen(task: Task, item: Item, messages: list[Message], proposers: list[Proposer],
-            gold_fallback: bool) -> tuple[str | None, str, int, str]:
+            gold_fallback: bool, rejected: str = "") -> tuple[str | None, str, int, str]:
     """(verified trace or None, its source, model samples drawn, why none) for one failure."""
     attempts = 0
     for prop in proposers:
-        text, tries = propose(prop, task, item, messages)
+        text, tries = propose(prop, task, item, messages, rejected)
         attempts += tries
         if text is not None:
             return text, prop.name, attempts, ""
@@ -200,10 +236,12 @@ def build_pairs(failures: Iterable[Failure], task: Task, template: ChatTemplate,
     for fail in failures:
         if primary_correct(task, fail.output, fail.item):
             out.dropped["rejected_not_wrong"] += 1
+        elif fail.finish_reason in ("length", "error") or not fail.output.strip():
+            out.dropped[f"rejected_{fail.finish_reason or 'empty'}"] += 1  # cut off or failed: not the model's answer
         else:
             todo.append(fail)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_chosen, task, f.item, task.messages(f.item), proposers, gold_fallback)
+        futures = [pool.submit(_chosen, task, f.item, task.messages(f.item), proposers, gold_fallback, f.output)
                    for f in todo]
         for n, (fail, fut) in enumerate(zip(todo, futures, strict=True), 1):
             item = fail.item

@@ -1,13 +1,14 @@
 """``run_repair(cfg)``: the whole loop, from a reference GGUF to a before/after report.
 
-1. Reference HF weights (``--hf-model``, or the agent GGUF dequantized by transformers), converted
-   to an F16 GGUF and quantized to ``cfg.quant``: the degraded agent. The repaired model later takes
-   the same path (HF -> F16 -> quant), so before and after differ only by the adapter.
-2. The degraded agent answers GSM8K *train* items (``evals.runner``); its failures are mined.
-3. Silver-bullet pairs: reference samples (then expert, then gold rationale), all verified.
-4. DPO + LoRA (trl, peft) within the time budget.
-5. Merge, convert, requantize; GGUF LoRA as well.
-6. Before / after / reference on held-out test items and MMLU; the report.
+1. The degraded agent: the reference GGUF quantized to ``cfg.quant`` by llama-quantize. The weights the LoRA is
+   trained on: that quantized GGUF dequantized by transformers (``train_on=quantized``: the adapter learns to
+   correct the quantization error in place), or the reference's (``train_on=reference``).
+2. The degraded agent answers GSM8K *train* items (``evals.runner``); its complete wrong traces are mined.
+3. Silver-bullet pairs: reference samples verified by the task's primary filter (then expert; gold rationale
+   only when asked).
+4. DPO (+ NLL on chosen with ``loss_type=sigmoid,sft``: RPO) + LoRA (trl, peft) within the time budget.
+5. Deploy: the adapter as a GGUF LoRA over the unchanged quantized GGUF; merged and requantized.
+6. Before / after (each deployment) / reference on held-out test items and MMLU; the report.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from quantswarm.errors import QuantswarmError
 from quantswarm.loaders import load
 from quantswarm.registry import inspect_gguf, resolve_model
 from quantswarm.results import new_run_id
-from repair.dpo_trainer import reference_hf, train_dpo
-from repair.export import export_repaired, hf_to_gguf
+from repair.dpo_trainer import dequantize_gguf, train_dpo, train_dtype
+from repair.export import export_repaired
 from repair.mine import TRAIN_SPLIT, mine_failures
 from repair.pairs import ChatTemplate, PairSet, Proposer, build_pairs
-from repair.prove import RepairReport, prove, verdict
+from repair.prove import RepairReport, prove, verdict_all
 from repair.repair_config import RepairConfig
 
 
@@ -39,17 +40,26 @@ def _stage(log: Callable[[str], None], n: int, text: str) -> None:
     log(f"== repair {n}/6: {text}")
 
 
-def degraded_agent(cfg: RepairConfig, base_dir: Path, stem: str, log: Callable[[str], None]) -> tuple[Path, Path]:
-    """(F16 GGUF of the reference HF weights, that file quantized to ``cfg.quant``), cached in out_dir."""
-    models = cfg.out / "models"
-    f16 = models / f"{stem}-F16.gguf"
-    if not f16.exists():
-        hf_to_gguf(base_dir, f16, "f16", log=log)
-    agent = models / f"{stem}-{cfg.quant}.gguf"
+def degraded_agent(cfg: RepairConfig, reference: Path, stem: str, log: Callable[[str], None]) -> Path:
+    """The reference GGUF quantized to ``cfg.quant`` (llama-quantize), cached in out_dir."""
+    agent = cfg.out / "models" / f"{stem}-{cfg.quant}.gguf"
     if not agent.exists():
-        log(f"quantizing {f16.name} to {cfg.quant}")
-        quantize(f16, agent, cfg.quant)
-    return f16, agent
+        agent.parent.mkdir(parents=True, exist_ok=True)
+        log(f"quantizing {reference.name} to {cfg.quant}")
+        quantize(reference, agent, cfg.quant)
+    return agent
+
+
+def training_weights(cfg: RepairConfig, reference: Path, agent: Path, log: Callable[[str], None]) -> Path:
+    """HF folder of the weights the LoRA trains on: ``hf_model``, else the quantized agent's (``train_on=
+    quantized``) or the reference's GGUF dequantized by transformers (cached in out_dir)."""
+    if cfg.hf_model:
+        return Path(cfg.hf_model)
+    src = agent if cfg.train_on == "quantized" else reference
+    dest = cfg.out / f"{cfg.train_on}-hf"
+    if (dest / "config.json").exists() and (dest / "model.safetensors").exists():
+        return dest
+    return dequantize_gguf(src, dest, train_dtype(cfg.precision), log=log)
 
 
 def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Path,
@@ -66,6 +76,7 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     task = load_task(cfg.task)
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
+                        replicas=cfg.replicas,
                         data_dir=cfg.data_root,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
                         max_tokens=cfg.max_tokens or None, run_id=new_run_id("repair-mine")))
@@ -79,22 +90,24 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
                               "raise --train-items or pick a lower --quant")
     if cfg.max_tokens:
         task = replace(task, generation=replace(task.generation, max_tokens=cfg.max_tokens))
-    template = ChatTemplate(agent)
-    engines, proposers = [], []
+    engines, proposers, template = [], [], None
     try:
         for name, path in (("reference", str(reference)), ("expert", cfg.expert)):
             if not path:
                 continue
-            eng = open_engine(str(resolve_model(path)), backend=cfg.backend, n_ctx=cfg.n_ctx, parallel=cfg.parallel,
-                              n_gpu_layers=cfg.n_gpu_layers, seed=cfg.seed)
+            eng = open_engine(str(resolve_model(path)), backend="llama-server", n_ctx=cfg.n_ctx,
+                              parallel=cfg.parallel, n_gpu_layers=cfg.n_gpu_layers, seed=cfg.seed,
+                              **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}))
             engines.append(eng)
             proposers.append(Proposer(name, eng, cfg.samples_k, cfg.sample_temperature, cfg.seed))
+        template = ChatTemplate(engines[0].url)  # the reference shares the agent's template and tokenizer
         pairs = build_pairs(failures, task, template, proposers, gold_fallback=cfg.gold_fallback,
-                            max_length=cfg.max_length, workers=cfg.parallel, log=log)
+                            max_length=cfg.max_length, workers=cfg.parallel * cfg.replicas, log=log)
     finally:
         for eng in engines:
             eng.close()
-        template.close()
+        if template is not None:
+            template.close()
     pairs.save(cfg.out / "pairs")
     log(f"pairs: {json.dumps(pairs.summary())} -> {cfg.out / 'pairs'}")
     return pairs
@@ -106,14 +119,14 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
     reference = resolve_model(cfg.agent)
     info = inspect_gguf(reference)
     stem = reference.name.removesuffix(".gguf")
-    names = {"before": f"{stem}@{cfg.quant}", "after": f"{stem}-repaired@{cfg.quant}",
-             "reference": f"{stem}@{info.file_type}"}
+    names = {"before": f"{stem}@{cfg.quant}", "after_lora": f"{stem}-repaired-lora@{cfg.quant}",
+             "after_merged": f"{stem}-repaired-merged@{cfg.quant}", "reference": f"{stem}@{info.file_type}"}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "repair_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
-    _stage(log, 1, f"reference weights and the degraded agent ({cfg.quant})")
-    base_dir = reference_hf(cfg, reference, log=log)
-    _, agent = degraded_agent(cfg, base_dir, stem, log)
+    _stage(log, 1, f"the degraded agent ({cfg.quant}) and the weights to train on ({cfg.train_on})")
+    agent = degraded_agent(cfg, reference, stem, log)
+    base_dir = training_weights(cfg, reference, agent, log)
 
     _stage(log, 2, f"mining {names['before']} failures on {cfg.train_items} train items; building pairs")
     pairs = mine_and_pair(cfg, names["before"], agent, reference, log)
@@ -122,22 +135,56 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
     train = train_dpo(cfg, pairs, base_dir, cfg.out / "adapter", log=log)
     train.save(cfg.out / "train_result.json")
 
-    _stage(log, 4, "merge, convert to GGUF, requantize; GGUF LoRA")
-    files = export_repaired(base_dir, cfg.out / "adapter", cfg.out / "export", stem, cfg.quant, log=log)
+    _stage(log, 4, f"deploy: {cfg.deploy}")
+    files = export_repaired(base_dir, cfg.out / "adapter", cfg.out / "export", stem, cfg.quant,
+                            merged=cfg.deploy in ("merged", "both"), log=log)
 
     _stage(log, 5, f"before / after / reference on {cfg.eval_items} test items and {cfg.mmlu_items} MMLU items")
-    models = {"before": (names["before"], str(agent)), "after": (names["after"], str(files["quant"])),
-              "reference": (names["reference"], str(reference))}
+    models: dict[str, tuple] = {"before": (names["before"], str(agent))}
+    if cfg.deploy in ("lora", "both"):
+        models["after_lora"] = (names["after_lora"], str(agent), str(files["lora"]))
+    if cfg.deploy in ("merged", "both"):
+        models["after_merged"] = (names["after_merged"], str(files["quant"]))
+    models["reference"] = (names["reference"], str(reference))
     gsm, mmlu = prove(cfg, models, new_run_id("repair-prove"), log=log)
 
     _stage(log, 6, "report")
     report = RepairReport(
-        agent=stem, quant=cfg.quant, models={r: p for r, (_, p) in models.items()}, gsm8k=gsm, mmlu=mmlu,
+        agent=stem, quant=cfg.quant, models={r: " + ".join(m[1:]) for r, m in models.items()}, gsm8k=gsm, mmlu=mmlu,
         pairs=pairs.summary(), training={k: v for k, v in asdict(train).items()},
         files={"pairs": str(cfg.out / "pairs"), "adapter": str(cfg.out / "adapter"), "results": cfg.results,
                **{k: str(v) for k, v in files.items()}},
-        verdict=verdict(gsm, mmlu))
+        verdict=verdict_all(gsm, mmlu))
     js, md = report.save(cfg.out)
+    write_summary(report, cfg, cfg.out / "summary.json")
     log(report.verdict)
     log(f"report: {md} ({time.monotonic() - t0:.0f}s in all)")
     return report
+
+
+def write_summary(report: RepairReport, cfg: RepairConfig, path: Path) -> dict:
+    """``summary.json``: the headline per deployment, and at top level the deployment that recovered most."""
+    from quantswarm.energy import device_label
+
+    deploys = {}
+    for d, c in report.gsm8k.items():
+        m = report.mmlu.get(d)
+        deploys[d.removeprefix("after_")] = {
+            "gap_recovered": c.share_recovered, "gap_recovered_ci": c.share_ci, "gsm8k_delta": c.delta,
+            "gsm8k_delta_ci": c.delta_ci, "mcnemar_p": c.mcnemar_p, "accuracy": c.accuracy,
+            "mmlu_delta": m.delta if m else None, "mmlu_delta_ci": m.delta_ci if m else None,
+            "mmlu_accuracy": m.accuracy if m else None}
+    best = max(deploys, key=lambda d: deploys[d]["gap_recovered"] or -1e9) if deploys else None
+    summary = {
+        "agent": f"{report.agent}@{report.quant}", "deploy": best,
+        **({k: deploys[best][k] for k in ("gap_recovered", "gap_recovered_ci", "mmlu_delta")} if best else {}),
+        "train_seconds": report.training.get("seconds"),
+        "n_gsm8k": next(iter(report.gsm8k.values())).items if report.gsm8k else 0,
+        "n_mmlu": next(iter(report.mmlu.values())).items if report.mmlu else 0,
+        "pairs_by_source": report.pairs.get("by_source", {}), "train_on": cfg.train_on,
+        "loss_type": cfg.loss_type, "beta": cfg.beta, "learning_rate": cfg.learning_rate,
+        "data_dir": cfg.data_dir or "(loaders' default)", "gpu": device_label(),
+        "date": time.strftime("%Y-%m-%d"), "deploys": deploys,
+    }
+    path.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary

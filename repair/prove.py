@@ -22,11 +22,11 @@ from evals.runner import run_eval
 from evals.stats import paired
 from evals.task import load_task
 from quantswarm.errors import QuantswarmError
-from quantswarm.registry import sha256_file
 from quantswarm.results import ResultsTable
 from repair.repair_config import RepairConfig
 
-ROLES = ("before", "after", "reference")
+ROLES = ("before", "after", "reference")  # compare() reads these three columns (after = one deployment)
+DEPLOYS = ("after_lora", "after_merged")  # how a repaired agent can be deployed: LoRA over the GGUF, or merged
 
 
 @dataclass
@@ -51,9 +51,9 @@ class RepairReport:
 
     agent: str
     quant: str
-    models: dict[str, str]  # role -> GGUF path
-    gsm8k: Comparison
-    mmlu: Comparison | None
+    models: dict[str, str]  # role -> GGUF path (+ LoRA)
+    gsm8k: dict[str, Comparison]  # deployment (after_lora | after_merged) -> comparison
+    mmlu: dict[str, Comparison]
     pairs: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -69,15 +69,14 @@ class RepairReport:
 
     def markdown(self) -> str:
         lines = [f"# DPO repair of {self.agent} at {self.quant}", "", self.verdict, "",
-                 "| task | items | before | after | reference | after-before (95% CI) | gap recovered (95% CI) | "
-                 "McNemar p |", "|---|---|---|---|---|---|---|---|"]
-        for c in (self.gsm8k, self.mmlu):
-            if c is None:
-                continue
+                 "| deploy | task | items | before | after | reference | after-before (95% CI) | gap recovered (95% CI)"
+                 " | McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
+        for deploy, c in [*self.gsm8k.items(), *self.mmlu.items()]:
             share = "n/a (reference not better)" if c.share_recovered is None else f"{c.share_recovered:+.1%}"
             if c.share_ci is not None:
                 share += f" ({c.share_ci[0]:+.1%}, {c.share_ci[1]:+.1%})"
-            lines.append(f"| {c.task} | {c.items} | {c.accuracy['before']:.1%} | {c.accuracy['after']:.1%} | "
+            lines.append(f"| {deploy} | {c.task} | {c.items} | {c.accuracy['before']:.1%} | "
+                         f"{c.accuracy['after']:.1%} | "
                          f"{c.accuracy['reference']:.1%} | {c.delta:+.1%} ({c.delta_ci[0]:+.1%}, "
                          f"{c.delta_ci[1]:+.1%}) | {share} | {c.mcnemar_p:.3g} |")
         lines += ["", f"Pairs: {json.dumps(self.pairs)}", "",
@@ -86,16 +85,18 @@ class RepairReport:
         return "\n".join(lines) + "\n"
 
 
-def outcomes(table: ResultsTable, task: str, models: dict[str, tuple[str, str]], item_ids: list[str],
+def outcomes(table: ResultsTable, task: str, models: dict[str, tuple], item_ids: list[str],
              split: str = "test") -> pd.DataFrame:
     """Item × role table of primary-filter correctness on ``item_ids`` (those every model answered).
 
-    ``models`` maps role -> (agent name, GGUF path); rows are matched on agent *and* file hash,
+    ``models`` maps role -> (agent name, GGUF path[, GGUF LoRA]); rows are matched on agent *and* file hashes,
     so a rerun with a retrained model never mixes in the old file's rows.
     """
+    from evals.runner import model_identity
+
     cols = {}
-    for role, (agent, path) in models.items():
-        rows = table.read(agent=agent, task=task, split=split, model_sha=sha256_file(path))
+    for role, (agent, path, *lora) in models.items():
+        rows = table.read(agent=agent, task=task, split=split, model_sha=model_identity(path, (lora or [None])[0]))
         rows = rows[rows["primary"] & rows["item_id"].isin(item_ids)]
         rows = rows.sort_values("timestamp").groupby("item_id").tail(1)
         if rows.empty:
@@ -105,8 +106,10 @@ def outcomes(table: ResultsTable, task: str, models: dict[str, tuple[str, str]],
     return frame.astype(bool).sort_index()
 
 
-def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Accuracies, after-before (evals.stats.paired: bootstrap CI, McNemar), share of the gap recovered."""
+def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0, after: str = "after") -> Comparison:
+    """Accuracies, after-before (evals.stats.paired: bootstrap CI, McNemar), share of the gap recovered;
+    ``after`` names the column of the repaired deployment."""
+    frame = frame.rename(columns={after: "after"})
     x = {r: frame[r].to_numpy(dtype=float) for r in ROLES}
     n = len(frame)
     acc = {r: float(x[r].mean()) for r in ROLES}
@@ -126,6 +129,11 @@ def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0) -
                       (d.wrong_to_right, d.right_to_wrong))
 
 
+def verdict_all(gsm: dict[str, Comparison], mmlu: dict[str, Comparison]) -> str:
+    """One honest sentence per deployment."""
+    return " ".join(f"[{d}] " + verdict(c, mmlu.get(d)) for d, c in gsm.items())
+
+
 def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
     """One honest sentence on what the numbers show (and do not show)."""
     if gsm.share_recovered is None:
@@ -142,31 +150,35 @@ def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
     return head
 
 
-def prove(cfg: RepairConfig, models: dict[str, tuple[str, str]], run_id: str,
-          log: Callable[[str], None] = print) -> tuple[Comparison, Comparison | None]:
-    """Evaluate the three models (role -> (agent, path)) on held-out items; compare them."""
+def prove(cfg: RepairConfig, models: dict[str, tuple], run_id: str,
+          log: Callable[[str], None] = print) -> tuple[dict[str, Comparison], dict[str, Comparison]]:
+    """Evaluate the models (role -> (agent, path[, lora])) on held-out items, each deployment against before and
+    reference; returns ({deployment: GSM8K comparison}, {deployment: MMLU comparison})."""
     tasks = [cfg.task] + ([cfg.mmlu_task] if cfg.mmlu_items else [])
     limits = {cfg.task: cfg.eval_items, **({cfg.mmlu_task: cfg.mmlu_items} if cfg.mmlu_items else {})}
     log(f"evaluating {', '.join(models)} on {', '.join(f'{t} ({limits[t]})' for t in tasks)}")
+    if not cfg.data_dir:
+        log("note: no data_dir set: the loaders' default data is used (see the data_source column)")
 
-    def evaluate(specs: list[str]) -> None:
-        run_eval(EvalConfig(models=specs, tasks=tasks, task_limits=limits, seed=cfg.seed, backend=cfg.backend,
-                            parallel=cfg.parallel, n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers,
-                            results=cfg.results, max_tokens=cfg.max_tokens or None, run_id=run_id,
-                            data_dir=cfg.data_root))
+    def evaluate(agent: str, path: str, lora: str | None) -> None:
+        run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=tasks, task_limits=limits, seed=cfg.seed,
+                            backend=cfg.backend, parallel=cfg.parallel, replicas=cfg.replicas, n_ctx=cfg.n_ctx,
+                            n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
+                            run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {}))
 
-    specs = [f"{agent}={path}" for agent, path in models.values()]
+    specs = [(agent, path, (lora or [None])[0]) for agent, path, *lora in models.values()]
     if cfg.backend == "llama-server" and len(specs) > 1:
-        # one llama-server per model, all at once: a small model leaves most of a GPU idle, so three
-        # concurrent servers finish about three times sooner (free_port never hands a port out twice)
+        # one llama-server per model, all at once: a small model leaves most of a GPU idle
         with ThreadPoolExecutor(len(specs)) as pool:
-            for future in [pool.submit(evaluate, [s]) for s in specs]:
+            for future in [pool.submit(evaluate, *s) for s in specs]:
                 future.result()
     else:
-        evaluate(specs)
+        for s in specs:
+            evaluate(*s)
     table = ResultsTable(cfg.results)
-    out = []
+    out: list[dict[str, Comparison]] = []
     for t in tasks:
         ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed, data_dir=cfg.data_root)]
-        out.append(compare(outcomes(table, t, models, ids), t, cfg.n_bootstrap, cfg.seed))
-    return out[0], (out[1] if len(out) > 1 else None)
+        frame = outcomes(table, t, models, ids)
+        out.append({d: compare(frame, t, cfg.n_bootstrap, cfg.seed, after=d) for d in models if d in DEPLOYS})
+    return out[0], (out[1] if len(out) > 1 else {})

@@ -57,6 +57,15 @@ class RepairConfig:
         "help": "llama.cpp backend for sampling and evals.", "choices": ["auto", "llama-server", "llama-cpp-python"]})
     n_ctx: int = field(default=2048, metadata={"help": "llama.cpp context size for sampling and evals."})
     parallel: int = field(default=1, metadata={"help": "Concurrent requests per model in sampling and evals."})
+    replicas: int = field(default=1, metadata={
+        "help": "llama-server processes per model in sampling and evals (each with `parallel` slots)."})
+    train_on: str = field(default="quantized", metadata={
+        "help": "Weights the LoRA is trained on: quantized (the degraded GGUF dequantized: the repair corrects the "
+                "quantization error in place) | reference (the reference's weights, merged then requantized).",
+        "choices": ["quantized", "reference"]})
+    deploy: str = field(default="both", metadata={
+        "help": "How the repaired agent is deployed and proven: lora (GGUF LoRA over the unchanged quantized GGUF) | "
+                "merged (merged and requantized) | both.", "choices": ["lora", "merged", "both"]})
     n_gpu_layers: int = field(default=-1, metadata={
         "help": "Layers llama.cpp offloads to the GPU (-1: all; ignored by a CPU build)."})
 
@@ -72,8 +81,9 @@ class RepairConfig:
         "help": "Tries per failure to sample a correct trace from the reference (and the expert)."})
     sample_temperature: float = field(default=0.7, metadata={
         "help": "Sampling temperature for those tries (> 0)."})
-    gold_fallback: bool = field(default=True, metadata={
-        "help": "When no model produced a verified trace, use the gold rationale in the answer format."})
+    gold_fallback: bool = field(default=False, metadata={
+        "help": "When no model produced a verified trace, use the gold rationale in the answer format (off-policy: "
+                "off by default)."})
     max_tokens: int = field(default=0, metadata={
         "help": "Cap on generated tokens in evals and trace sampling (0: the task's own max_tokens)."})
     max_length: int = field(default=768, metadata={
@@ -151,6 +161,12 @@ class RepairConfig:
             raise ConfigError(f"loss_weights {self.loss_weights!r}: comma-separated numbers") from None
         if weights is not None and len(weights) != len(self.loss_types):
             raise ConfigError(f"loss_weights has {len(weights)} values for {len(self.loss_types)} loss types")
+        if self.train_on not in ("quantized", "reference"):
+            raise ConfigError(f"train_on must be quantized or reference, not {self.train_on!r}")
+        if self.deploy not in ("lora", "merged", "both"):
+            raise ConfigError(f"deploy must be lora, merged or both, not {self.deploy!r}")
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be at least 1, not {self.replicas}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if "lm_head" in self.targets:

@@ -140,3 +140,71 @@ class _SingleClass:
 
     def predict(self, x) -> np.ndarray:
         return np.asarray([self.classes_[0]] * x.shape[0])
+
+
+class KnnTauRouter:
+    """Nearest neighbours of the task among training items, then the cheapest agent predicted to succeed.
+
+    The success probability of each agent on a new task is the mean of its measured success probabilities on the
+    ``k`` most similar training tasks (cosine similarity of ``embed`` vectors); the router picks the cheapest agent
+    whose estimate is >= ``tau``, else the agent with the highest estimate. ``embed`` maps a list of texts to an
+    (n, d) array: TF-IDF vectors (:meth:`tfidf`) or the router LM's own embeddings (llama-server ``/embedding``).
+    """
+
+    def __init__(self, examples: list[RoutingExample], agents: list[str], cost: dict[str, float], embed,
+                 *, k: int = 10, tau: float = 0.5, name: str = "knn"):
+        if not examples:
+            raise ConfigError("the kNN router needs training examples")
+        self.agents, self.cost, self.embed, self.k, self.tau, self.name = agents, cost, embed, k, tau, name
+        vecs = np.asarray(embed([ex.task for ex in examples]), dtype=np.float64)
+        self.train = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        self.p = np.array([[ex.p(a) for a in agents] for ex in examples])  # (n_train, n_agents)
+        self.order = sorted(range(len(agents)), key=lambda i: (cost[agents[i]], agents[i]))
+
+    def estimate(self, text: str) -> np.ndarray:
+        """Estimated success probability per agent (in ``self.agents`` order)."""
+        v = np.asarray(self.embed([text]), dtype=np.float64)[0]
+        v = v / max(np.linalg.norm(v), 1e-12)
+        nearest = np.argsort(-(self.train @ v))[: self.k]
+        return self.p[nearest].mean(axis=0)
+
+    def choose(self, est: np.ndarray, tau: float) -> str:
+        for i in self.order:
+            if est[i] >= tau:
+                return self.agents[i]
+        return self.agents[max(self.order, key=lambda i: (est[i], -self.cost[self.agents[i]]))]
+
+    def route(self, text: str) -> RouteDecision:
+        t0 = time.perf_counter()
+        agent = self.choose(self.estimate(text), self.tau)
+        return RouteDecision(agent, (time.perf_counter() - t0) * 1000)
+
+    @staticmethod
+    def tfidf(examples: list[RoutingExample]):
+        """An ``embed`` function: TF-IDF (word 1-2 grams) fitted on the training texts."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=20000)
+        vec.fit([ex.task for ex in examples])
+        return lambda texts: vec.transform(texts).toarray()
+
+
+def llama_embedder(url: str, *, timeout: float = 60.0, max_chars: int = 2000):
+    """An ``embed`` function over llama-server's ``/embedding`` endpoint (a server started with --embeddings)."""
+    import httpx
+
+    client = httpx.Client(base_url=url, timeout=timeout)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        for text in texts:
+            r = client.post("/embedding", json={"content": text[:max_chars]})
+            if r.status_code != 200:
+                raise ConfigError(f"{url}/embedding answered {r.status_code}: {r.text[:200]}")
+            data = r.json()
+            row = data[0] if isinstance(data, list) else data
+            emb = row["embedding"]
+            out.append(np.asarray(emb[0] if emb and isinstance(emb[0], list) else emb, dtype=np.float64))
+        return np.vstack(out)
+
+    return embed

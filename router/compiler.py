@@ -32,7 +32,10 @@ class CompileResult:
 def to_dspy(examples: list[RoutingExample]) -> list:
     import dspy
 
-    return [dspy.Example(task=ex.task, agent=ex.agent, correct=ex.correct).with_inputs("task") for ex in examples]
+    from router.program import kind_of
+
+    return [dspy.Example(task=ex.task, agent=ex.agent, correct=ex.correct, kind=kind_of(ex.dataset)
+                         ).with_inputs("task") for ex in examples]
 
 
 def capped(examples: list[RoutingExample], n: int, seed: int) -> list[RoutingExample]:
@@ -82,8 +85,9 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
     from quantswarm.registry import sha256_file
     from quantswarm.results import versions_json
     from router.baselines import TfidfRouter
+    from router.metric import KindMetric
     from router.optimizers import optimizer_module
-    from router.program import LenientChatAdapter, RouterProgram, save_program
+    from router.program import LenientChatAdapter, RouterProgram, kind_policy, save_program
     from router.router_lm import dspy_lm, resolve_router_model, start_router_server
 
     t0 = time.perf_counter()
@@ -101,18 +105,23 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
     api_base = config.api_base
     if not api_base:
         log(f"starting llama-server for router model {model.name}")
-        engine = start_router_server(model, n_ctx=config.n_ctx, parallel=config.num_threads, seed=config.seed)
+        engine = start_router_server(model, n_ctx=config.n_ctx, parallel=config.num_threads, seed=config.seed,
+                                     n_gpu_layers=config.n_gpu_layers)
         api_base = engine.url
     try:
         lm = dspy_lm(api_base, max_tokens=config.max_tokens if not config.rationale else max(config.max_tokens, 64))
         reflection_lm = dspy_lm(config.reflection_model or api_base, max_tokens=config.reflection_max_tokens,
                                 temperature=0.7)
-        metric = CostAwareMetric(config.partial_credit)
+        policy = kind_policy(splits["train"], swarm, config.tau) if config.structure == "kind" else None
+        if policy:
+            log(f"kind policy from {len(splits['train'])} training items (tau {config.tau}): {policy}")
+        metric = KindMetric() if config.structure == "kind" else CostAwareMetric(config.partial_credit)
         trainset, devset = to_dspy(train), to_dspy(dev)
-        student = RouterProgram(swarm, rationale=config.rationale, max_chars=config.max_chars,
-                                catch_parse_errors=False)  # optimizers see real failures
-        before, _ = score_program(RouterProgram(swarm, rationale=config.rationale, max_chars=config.max_chars),
-                                  devset, metric, lm, swarm, config.num_threads, "dev (uncompiled)")
+        shape = {"rationale": config.rationale, "max_chars": config.max_chars, "structure": config.structure,
+                 "choice": config.choice, "policy": policy}
+        student = RouterProgram(swarm, catch_parse_errors=False, **shape)  # optimizers see real failures
+        before, _ = score_program(RouterProgram(swarm, **shape), devset, metric, lm, swarm, config.num_threads,
+                                  "dev (uncompiled)")
         log(f"compiling with {config.optimizer} (seed {config.seed})")
         random.seed(config.seed)
         with dspy.context(lm=lm, adapter=LenientChatAdapter(swarm.names), max_errors=10**6):
@@ -136,7 +145,11 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
         "rationale": config.rationale,
         "max_tokens": config.max_tokens if not config.rationale else max(config.max_tokens, 64),
         "max_chars": config.max_chars,
-        "scores": {"dev_before": before, "dev_after": after, "metric": "cost-aware",
+        "structure": config.structure,
+        "choice": config.choice,
+        "policy": policy,
+        "scores": {"dev_before": before, "dev_after": after,
+                   "metric": "kind match" if config.structure == "kind" else "cost-aware",
                    "partial_credit": config.partial_credit},
         "data": {"source": data.source, "n_train": len(train), "n_dev": len(dev), "split_seed": config.split_seed,
                  "train_frac": config.train_frac, "dev_frac": config.dev_frac, "task": config.task},

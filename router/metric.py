@@ -33,3 +33,14 @@ class CostAwareMetric:
         if correct.get(chosen, False):
             return f"{chosen} can solve this task but costs more; the cheapest competent agent is {label}."
         return f"{chosen} fails this task; route it to {label}."
+
+
+@dataclass
+class KindMetric:
+    """1.0 when the predicted task kind is the example's kind, else 0.0 (the ``kind`` structure's metric)."""
+
+    def __call__(self, example, pred, trace=None, pred_name=None, pred_trace=None) -> float:
+        return float(getattr(pred, "kind", None) == example.kind)
+
+    def feedback(self, example, chosen: str) -> str:
+        return f"The task is a {example.kind}."

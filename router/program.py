@@ -37,31 +37,70 @@ class RouteDecision:
     parse_failed: bool = False
 
 
-def route_signature(swarm: Swarm) -> type[dspy.Signature]:
-    """``task -> agent`` with the agent typed as a Literal of the swarm's names; the instruction lists the agents."""
-    agent_type = Literal[tuple(swarm.names)]  # type: ignore[valid-type]
+LETTERS = "ABCDEFGHIJKLMNOP"
+# task kinds of the benchmark families (the "kind" structure classifies a task into one of these)
+KINDS = {"gsm8k": "math_word_problem", "mmlu": "multiple_choice_exam", "humaneval": "python_function",
+         "easy": "one_step_question"}
+KIND_HELP = {"math_word_problem": "a multi-step arithmetic word problem",
+             "multiple_choice_exam": "an exam question with options A-D",
+             "python_function": "a Python function to complete from its signature and docstring",
+             "one_step_question": "a one-step question (a small sum, a unit conversion, a word to reverse or "
+                                  "capitalise)"}
+
+
+def kind_of(dataset: str) -> str:
+    """The task kind of a benchmark family (the family name itself when it has no kind)."""
+    return KINDS.get(dataset, dataset or "other")
+
+
+def route_signature(swarm: Swarm, choice: str = "name") -> type[dspy.Signature]:
+    """``task -> agent`` with the agent typed as a Literal of the swarm's names (``choice="name"``) or of one letter
+    per agent (``choice="index"``: the decision is one token); the instruction lists the agents."""
+    if choice == "index":
+        letters = LETTERS[: len(swarm.names)]
+        listing = "\n".join(f"{letter}: {line[2:]}" for letter, line in
+                             zip(letters, swarm.describe().splitlines(), strict=True))
+        agent_type = Literal[tuple(letters)]  # type: ignore[valid-type]
+        desc, answer = "the letter of one agent from the list", "Answer with the agent's letter only."
+    else:
+        listing, agent_type = swarm.describe(), Literal[tuple(swarm.names)]  # type: ignore[valid-type]
+        desc, answer = "one agent name from the list", "Answer with one agent name only."
     instructions = (
         "Route the task to the cheapest agent of the swarm that will answer it correctly. "
-        "Answer with one agent name only.\nAgents, cheapest first:\n" + swarm.describe()
+        f"{answer}\nAgents, cheapest first:\n{listing}"
     )
     return dspy.Signature(
         {
             "task": (str, dspy.InputField(desc="the request to route")),
-            "agent": (agent_type, dspy.OutputField(desc="one agent name from the list")),
+            "agent": (agent_type, dspy.OutputField(desc=desc)),
         },
         instructions,
         signature_name="RouteTask",
     )
 
 
-def agent_grammar(names: list[str]) -> str:
-    """GBNF for the ChatAdapter answer ``[[ ## agent ## ]]`` + one agent name + ``[[ ## completed ## ]]``.
+def kind_signature(kinds: list[str]) -> type[dspy.Signature]:
+    """``task -> kind`` with the kind typed as a Literal of ``kinds``."""
+    listing = "\n".join(f"- {k}: {KIND_HELP.get(k, k)}" for k in kinds)
+    return dspy.Signature(
+        {
+            "task": (str, dspy.InputField(desc="the request to classify")),
+            "kind": (Literal[tuple(kinds)], dspy.OutputField(desc="one kind from the list")),  # type: ignore[valid-type]
+        },
+        f"Classify the task into one kind. Answer with the kind only.\nKinds:\n{listing}",
+        signature_name="TaskKind",
+    )
+
+
+def agent_grammar(names: list[str], field: str = "agent") -> str:
+    """GBNF for the ChatAdapter answer ``[[ ## <field> ## ]]`` + one of ``names`` + ``[[ ## completed ## ]]``.
 
     llama-server samples only tokens this grammar allows, so even a 135M router LM answers with a valid agent
     instead of continuing the task (which it otherwise does on long math or exam prompts).
     """
     alternatives = " | ".join(json.dumps(n) for n in names)
-    return f'root ::= "[[ ## agent ## ]]\\n" agent "\\n\\n[[ ## completed ## ]]"\nagent ::= {alternatives}\n'
+    return (f'root ::= "[[ ## {field} ## ]]\\n" value "\\n\\n[[ ## completed ## ]]"\n'
+            f"value ::= {alternatives}\n")
 
 
 class LenientChatAdapter(ChatAdapter):
@@ -97,28 +136,64 @@ class LenientChatAdapter(ChatAdapter):
 
 
 class RouterProgram(dspy.Module):
-    """Predicts the agent for a task; with ``rationale`` a short chain of thought comes first."""
+    """Predicts the agent for a task; with ``rationale`` a short chain of thought comes first.
+
+    Structures: ``agent`` predicts the agent itself (by name, or by letter with ``choice="index"``); ``kind``
+    predicts the task's kind and sends it to ``policy[kind]``, the cheapest agent that succeeds on that kind often
+    enough in the training split (see :func:`kind_policy`).
+    """
 
     def __init__(self, swarm: Swarm, *, rationale: bool = False, max_chars: int = 600,
-                 catch_parse_errors: bool = True):
+                 catch_parse_errors: bool = True, structure: str = "agent", choice: str = "name",
+                 policy: dict[str, str] | None = None):
         super().__init__()
-        signature = route_signature(swarm)
+        self.structure, self.choice, self.policy = structure, choice, dict(policy or {})
+        self.letters = dict(zip(LETTERS, swarm.names, strict=False))
+        if structure == "kind":
+            if not self.policy:
+                raise ConfigError("the kind structure needs a policy (kind -> agent)")
+            values, field_name, signature = list(self.policy), "kind", kind_signature(list(self.policy))
+        else:
+            values = list(self.letters) if choice == "index" else swarm.names
+            field_name, signature = "agent", route_signature(swarm, choice)
         self.route = dspy.ChainOfThought(signature) if rationale else dspy.Predict(signature)
-        # without a rationale the whole answer is one agent name: constrain llama-server's sampling to it
-        # (and leave room for the longest name: the grammar ends the answer, so the cap costs nothing)
-        self._lm_config = {} if rationale else {"extra_body": {"grammar": agent_grammar(swarm.names)},
-                                                "max_tokens": 32 + max(len(n) for n in swarm.names)}
+        # without a rationale the whole answer is one value: constrain llama-server's sampling to it
+        # (and leave room for the longest value: the grammar ends the answer, so the cap costs nothing)
+        self._lm_config = {} if rationale else {"extra_body": {"grammar": agent_grammar(values, field_name)},
+                                                "max_tokens": 32 + max(len(n) for n in values)}
         self.fallback = swarm.cheapest
         self.max_chars = max_chars
         self.catch_parse_errors = catch_parse_errors
 
     def forward(self, task: str) -> dspy.Prediction:
         try:
-            return self.route(task=task[: self.max_chars], config=self._lm_config)
+            pred = self.route(task=task[: self.max_chars], config=self._lm_config)
         except AdapterParseError:
             if not self.catch_parse_errors:
                 raise
             return dspy.Prediction(agent=self.fallback, reasoning="", parse_failed=True)
+        if self.structure == "kind":
+            return dspy.Prediction(agent=self.policy.get(pred.kind, self.fallback), kind=pred.kind,
+                                   reasoning=getattr(pred, "reasoning", ""))
+        if self.choice == "index":
+            return dspy.Prediction(agent=self.letters.get(pred.agent, self.fallback), letter=pred.agent,
+                                   reasoning=getattr(pred, "reasoning", ""))
+        return pred
+
+
+def kind_policy(examples, swarm: Swarm, tau: float) -> dict[str, str]:
+    """kind -> the cheapest agent whose mean success probability on the examples of that kind is >= tau
+    (else the agent with the highest mean there); the learned table of the ``kind`` structure."""
+    by_kind: dict[str, list] = {}
+    for ex in examples:
+        by_kind.setdefault(kind_of(ex.dataset), []).append(ex)
+    policy = {}
+    for kind, exs in sorted(by_kind.items()):
+        mean = {a: sum(ex.p(a) for ex in exs) / len(exs) for a in swarm.names}
+        able = [a for a in swarm.names if mean[a] >= tau]
+        policy[kind] = (min(able, key=lambda a: (swarm.cost(a), a)) if able
+                        else max(swarm.names, key=lambda a: (mean[a], -swarm.cost(a))))
+    return policy
 
 
 def save_program(program: RouterProgram, out: str | Path, manifest: dict) -> Path:
@@ -154,7 +229,9 @@ def load_program(program_dir: str | Path) -> tuple[RouterProgram, dict]:
     """Rebuild the program from its manifest and load its JSON state (checked before it is applied)."""
     manifest = read_manifest(program_dir)
     swarm = Swarm.from_dict(manifest["swarm"], f"{program_dir}/{MANIFEST}")
-    program = RouterProgram(swarm, rationale=bool(manifest["rationale"]), max_chars=int(manifest["max_chars"]))
+    program = RouterProgram(swarm, rationale=bool(manifest["rationale"]), max_chars=int(manifest["max_chars"]),
+                            structure=manifest.get("structure", "agent"), choice=manifest.get("choice", "name"),
+                            policy=manifest.get("policy"))
     try:
         program.load(str(Path(program_dir) / PROGRAM))
     except Exception as exc:
@@ -196,7 +273,8 @@ class Router:
         self.close()
 
 
-def load_router(program_dir: str | Path, api_base: str | None = None, *, n_ctx: int = 4096) -> Router:
+def load_router(program_dir: str | Path, api_base: str | None = None, *, n_ctx: int = 4096,
+                n_gpu_layers: int = -1) -> Router:
     """Load a compiled router; without ``api_base`` it starts llama-server for the manifest's router model."""
     from quantswarm.registry import sha256_file
     from router.router_lm import dspy_lm, resolve_router_model, start_router_server
@@ -210,7 +288,7 @@ def load_router(program_dir: str | Path, api_base: str | None = None, *, n_ctx: 
         if want and sha256_file(model) != want:
             raise ConfigError(f"{model}: sha256 {sha256_file(model)} differs from the manifest's {want}; "
                               "recompile the router for this model or pass --api-base")
-        engine = start_router_server(model, n_ctx=n_ctx, parallel=1)
+        engine = start_router_server(model, n_ctx=n_ctx, parallel=1, n_gpu_layers=n_gpu_layers)
         api_base = engine.url
     lm = dspy_lm(api_base, max_tokens=int(manifest["max_tokens"]))
     return Router(program, swarm, lm, engine=engine, manifest=manifest)

@@ -45,6 +45,19 @@ class RouterConfig:
                                           "size (bits/weight x params of the GGUF)",
                                   "choices": ("auto", "joules", "latency", "size")}
     )
+    tau: float = field(default=0.5, metadata={
+        "help": "Success-probability threshold: the label is the cheapest agent whose share of right answers on the "
+                "item is >= tau"})
+    cost_file: str = field(default="", metadata={
+        "help": "Energy model JSON per agent (J per prompt / generated token, measured alone on the GPU); "
+                "overrides cost_basis"})
+    structure: str = field(default="agent", metadata={
+        "help": "Program structure: agent (task -> agent name) | kind (task -> task kind, then the cheapest agent "
+                "whose mean success on that kind in the training split is >= tau)",
+        "choices": ("agent", "kind")})
+    choice: str = field(default="name", metadata={
+        "help": "How the agent is named in the answer: name (grammar-constrained agent name) | index (one letter "
+                "per agent: a one-token choice)", "choices": ("name", "index")})
     unsolved_agent: str = field(
         default="", metadata={"help": "Label for items no agent solved (default: the most accurate agent)"}
     )
@@ -66,6 +79,8 @@ class RouterConfig:
     )
     n_ctx: int = field(default=4096, metadata={"help": "Context tokens per router LM slot"})
     num_threads: int = field(default=2, metadata={"help": "Parallel DSPy calls (also llama-server slots)"})
+    n_gpu_layers: int = field(default=-1, metadata={
+        "help": "Router LM layers on the GPU (-1: all; a CPU build ignores it)"})
     # --- optimizer budgets (tiny by default: CPU and a 135M router LM) ---
     max_demos: int = field(default=4, metadata={"help": "Max few-shot demos per predictor"})
     num_candidates: int = field(default=2, metadata={"help": "BootstrapFewShotWithRandomSearch candidate programs"})
@@ -94,6 +109,12 @@ class RouterConfig:
             raise ConfigError(f"partial_credit={self.partial_credit}: set a value between 0 and 1")
         if self.power_w <= 0:
             raise ConfigError(f"power_w={self.power_w}: set a positive wattage")
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"tau={self.tau}: set a probability in (0, 1]")
+        if self.structure not in ("agent", "kind"):
+            raise ConfigError(f"structure={self.structure!r}: choose agent or kind")
+        if self.choice not in ("name", "index"):
+            raise ConfigError(f"choice={self.choice!r}: choose name or index")
         if self.cost_basis not in ("auto", "joules", "latency", "size"):
             raise ConfigError(f"cost_basis={self.cost_basis!r}: choose auto, joules, latency or size")
         if self.mipro_auto not in ("light", "medium"):

@@ -30,16 +30,20 @@ def resolve_router_model(spec: str, swarm_router_model: str = "") -> Path:
 
 
 def start_router_server(model: Path, *, n_ctx: int = 4096, parallel: int = 2, seed: int = 0,
-                        n_threads: int | None = None):
+                        n_threads: int | None = None, n_gpu_layers: int = -1, embeddings: bool = False):
     """Start llama-server on 127.0.0.1 for the router model; the caller closes it.
 
+    ``n_gpu_layers`` -1 puts the whole router LM on the GPU (a CPU build ignores it). ``embeddings`` serves
+    ``/embedding`` (mean-pooled) instead of completions.
     ``n_threads`` defaults to $QUANTSWARM_ROUTER_THREADS, else 1: the router is co-resident with the swarm's agents,
     and on a busy CPU llama.cpp's spinning thread pool collapses token generation when threads are oversubscribed.
     """
     from quantswarm.engine.server import LlamaServerEngine
 
     threads = n_threads or int(os.environ.get("QUANTSWARM_ROUTER_THREADS", "1"))
-    return LlamaServerEngine(str(model), n_ctx=n_ctx, parallel=parallel, seed=seed, n_threads=threads)
+    extra = ("--embeddings", "--pooling", "mean") if embeddings else ()
+    return LlamaServerEngine(str(model), n_ctx=n_ctx, parallel=parallel, seed=seed, n_threads=threads,
+                             n_gpu_layers=n_gpu_layers, extra_args=extra)
 
 
 def dspy_lm(api_base: str, *, max_tokens: int, temperature: float = 0.0, name: str = "router"):

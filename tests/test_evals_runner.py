@@ -43,3 +43,53 @@ def test_run_resume_report(smollm2_ladder, tmp_path, llama_server_bin):
     assert set(rep.paired.task) == {"gsm8k_cot_zeroshot", "mmlu_logprob"} and (rep.paired.n == 3).all()
     out = Path(res) / "report"
     assert (out / "summary.md").exists() and (out / "accuracy_vs_bpw.png").stat().st_size > 1000
+
+
+def test_replicas_errors_repeats_and_row_identity(smollm2, tmp_path, llama_server_bin):
+    """Two llama-server replicas answer like one; an errored answer is retried on rerun; k seeds give k answers;
+    a rerun with another max_tokens is a new answer, not a skipped one."""
+    res = tmp_path / "res"
+    base = dict(models=[f"smol={smollm2}"], tasks=["easy_oneshot"], limit=4, results=str(res),
+                backend="llama-server", parallel=1, n_ctx=512, progress=False)
+    run_eval(EvalConfig(**base, replicas=2))
+    two = ResultsTable(res).read()
+    assert len(two) == 4 and set(two.finish_reason) <= {"stop", "length"}
+    assert (two.temperature == 0.0).all() and (two.n_ctx == 512).all() and (two.max_tokens == 32).all()
+    assert two.data_source.str.endswith("easy/test.jsonl").all()
+    one_res = tmp_path / "one"
+    run_eval(EvalConfig(**{**base, "results": str(one_res)}))
+    one = ResultsTable(one_res).read()
+    by = lambda df: dict(zip(df.item_id, df.output, strict=True))  # noqa: E731
+    assert by(one) == by(two)  # greedy on the CPU: the same answers from one process or two
+
+    # an errored answer (as the runner records a refused request) is retried by the same command
+    table = ResultsTable(res)
+    bad = two.iloc[[0]].copy()
+    bad["finish_reason"], bad["output"], bad["timestamp"] = "error", "[error] timeout", bad["timestamp"]
+    frame = two[two.item_id != bad.item_id.iloc[0]]
+    import shutil
+
+    shutil.rmtree(res)
+    table.append(frame)
+    table.append(bad)
+    run_eval(EvalConfig(**base))
+    again = ResultsTable(res).read()
+    item = bad.item_id.iloc[0]
+    assert len(again[again.item_id == item]) == 2 and set(again[again.item_id == item].finish_reason) - {"error"}
+
+    run_eval(EvalConfig(**base, max_tokens=8))  # another setting: four new answers
+    assert len(ResultsTable(res).read()) == len(again) + 4
+    run_eval(EvalConfig(**base, repeats=2, temperature=0.8, max_tokens=8))  # two sampled answers per item
+    sampled = ResultsTable(res).read().query("temperature == 0.8")
+    assert len(sampled) == 8 and set(sampled.seed) == {0, 1}
+
+
+def test_mmlu_choice_logprobs_are_a_typed_column(smollm2, tmp_path, llama_server_bin):
+    res = tmp_path / "res"
+    run_eval(EvalConfig(models=[f"smol={smollm2}"], tasks=["mmlu_logprob"], limit=2, source="shipped",
+                        results=str(res), backend="llama-server", parallel=1, n_ctx=2048, progress=False))
+    df = ResultsTable(res).read()
+    for _, row in df.iterrows():
+        lp = dict(row.choice_logprobs)
+        assert set(lp) <= set("ABCD") and lp and row.output == max(lp, key=lp.get)
+        assert row.finish_reason == "logprob" and row.extracted == row.output

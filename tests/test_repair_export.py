@@ -24,11 +24,13 @@ QUESTION = [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How m
 def gold_pairs(smollm2, shared_data) -> PairSet:
     """Two GSM8K train items as pairs: gold rationale chosen, a wrong answer rejected."""
     task = load_task("gsm8k_cot_zeroshot")
-    template = ChatTemplate(smollm2)
+    server = open_engine(str(smollm2), backend="llama-server", n_ctx=1024, parallel=1)
+    template = ChatTemplate(server.url)
     items = load_gsm8k("train", limit=2, seed=1, data_dir=shared_data)
     pairs = PairSet([make_pair(task, it, template.render(task.messages(it)), gold_trace(it), "#### -1", "gold")
                      for it in items])
     template.close()
+    server.close()
     return pairs
 
 
@@ -91,3 +93,42 @@ def test_dpo_with_an_sft_term_trains_and_logs_both_losses(trained, smollm2, shar
     assert result.steps == 1 and result.history and torch.isfinite(torch.tensor(result.history[-1]["loss"]))
     meta = json.loads((work / "rpo" / "adapter" / "repair_meta.json").read_text())
     assert meta["config"]["loss_type"] == "sigmoid,sft"
+
+
+PROMPTS = ["What is 2 + 3? Answer with the number only.", "Name a color.", "Reverse the word 'cat'."]
+
+
+def _greedy(path: str, lora: str | None = None) -> list[str]:
+    eng = open_engine(path, backend="llama-server", n_ctx=512, parallel=1, **({"lora_path": lora} if lora else {}))
+    try:
+        return [eng.chat([{"role": "user", "content": p}], GenerationParams(max_tokens=12)).text for p in PROMPTS]
+    finally:
+        eng.close()
+
+
+def test_untrained_round_trip_reproduces_greedy_answers(trained, smollm2_ladder, llama_server_bin):
+    """HF weights dequantized by transformers -> llama.cpp's converter -> F16 GGUF answers exactly like the F16 that
+    llama-quantize made from the same Q4_1 file (catches a wrong q/k permutation or tokenizer)."""
+    from evals.ladder import read_ladder
+    from repair.export import hf_to_gguf
+
+    _, base, _, _, work = trained
+    f16 = hf_to_gguf(base, work / "roundtrip-F16.gguf", "f16", log=lambda s: None)
+    reference = read_ladder(smollm2_ladder)[0].path
+    assert _greedy(str(f16)) == _greedy(reference)
+
+
+def test_gguf_lora_loads_in_llama_server_and_changes_the_output(trained, smollm2, llama_server_bin):
+    from repair.export import lora_to_gguf
+
+    _, base, _, _, work = trained
+    lora = lora_to_gguf(work / "adapter", base, work / "lora-F16.gguf", "f16", log=lambda s: None)
+    msgs = [{"role": "user", "content": "Question: 2+2=? A. 3 B. 4 C. 5 D. 6\nAnswer:"}]
+    plain = open_engine(str(smollm2), backend="llama-server", n_ctx=512, parallel=1)
+    with_lora = open_engine(str(smollm2), backend="llama-server", n_ctx=512, parallel=1, lora_path=str(lora))
+    try:
+        a, b = plain.choice_logprobs(msgs, list("ABCD")), with_lora.choice_logprobs(msgs, list("ABCD"))
+    finally:
+        plain.close()
+        with_lora.close()
+    assert set(a) == set(b) and a != b, "the trained adapter moves the next-token distribution"

@@ -37,9 +37,8 @@ def test_make_pair_refuses_unverified_chosen(task, items):
     wrong = f"{it.rationale}\n#### {int(float(it.gold)) + 1}"
     with pytest.raises(PairError, match="not verified"):
         make_pair(task, it, "prompt", wrong, "bad", "reference")
-    # the right number, but not in the answer format every filter reads: still unverified
-    with pytest.raises(PairError, match="not verified"):
-        make_pair(task, it, "prompt", f"so it is {it.gold}", "bad", "reference")
+    # a Qwen-style trace without GSM8K's "####" is right by the task's primary filter, and verifies
+    assert make_pair(task, it, "prompt", f"Step by step...\nThe answer is {it.gold}.", "bad", "reference")
     with pytest.raises(PairError, match="rejected trace is correct"):
         make_pair(task, it, "prompt", gold_trace(it), f"#### {it.gold}", "gold")
     pair = make_pair(task, it, "prompt", gold_trace(it), "#### -1", "gold")
@@ -50,11 +49,12 @@ def test_build_pairs_with_real_reference(task, items, smollm2, tmp_path):
     short = dataclasses.replace(task, generation=dataclasses.replace(task.generation, max_tokens=32))
     fails = [Failure(it, "I think it is -1.\n#### -1", "-1", "run-1", "smol@Q2_K", "flexible") for it in items]
     fails.append(fails[0])  # the same failure twice: deduplicated
-    template = ChatTemplate(smollm2)
+    server = open_engine(str(smollm2), backend="llama-server", n_ctx=1024, parallel=1)
+    template = ChatTemplate(server.url)
     engine = open_engine(str(smollm2), backend="llama-cpp-python", n_ctx=1024)
     try:
         got = build_pairs(fails, short, template, [Proposer("reference", engine, k=1, temperature=0.8)],
-                          max_length=2048, log=lambda s: None)
+                          max_length=2048, gold_fallback=True, log=lambda s: None)
     finally:
         engine.close()
     assert got.dropped["duplicate"] == 1
@@ -66,9 +66,10 @@ def test_build_pairs_with_real_reference(task, items, smollm2, tmp_path):
         assert p.prompt.startswith("<|im_start|>system") and p.prompt.endswith("<|im_start|>assistant\n")
         assert by_id[p.item_id].question in p.prompt
         assert p.prompt_tokens > 0 and p.chosen_tokens > 1
-    capped = build_pairs(fails[:1], short, template, [], max_length=64, log=lambda s: None)
+    capped = build_pairs(fails[:1], short, template, [], max_length=64, gold_fallback=True, log=lambda s: None)
     assert not capped.pairs and capped.dropped["too_long"] == 1
     template.close()
+    server.close()
 
     folder = got.save(tmp_path / "pairs")
     rows = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
@@ -78,3 +79,25 @@ def test_build_pairs_with_real_reference(task, items, smollm2, tmp_path):
     summary = json.loads((folder / "pairs_summary.json").read_text())
     assert summary["by_source"] == got.by_source
     assert PairSet.load(folder).pairs == got.pairs
+
+
+def test_cut_off_errored_and_empty_rejected_traces_are_dropped(task, items):
+    """A rejected trace must be the agent's complete answer: one cut at max_tokens or an error row is not."""
+    fails = [Failure(items[0], "Let me think... 3 + 4 =", "4", "r", "a", "flexible", finish_reason="length"),
+             Failure(items[1], "[error] timeout", "", "r", "a", "flexible", finish_reason="error"),
+             Failure(items[2], "   ", "", "r", "a", "flexible", finish_reason="stop")]
+    got = build_pairs(fails, task, None, [], log=lambda s: None)
+    assert not got.pairs
+    assert dict(got.dropped) == {"rejected_length": 1, "rejected_error": 1, "rejected_stop": 1}
+
+
+def test_chat_template_renders_special_tokens_as_llama_server_does(smollm2):
+    server = open_engine(str(smollm2), backend="llama-server", n_ctx=512, parallel=1)
+    try:
+        t = ChatTemplate(server.url)
+        prompt = t.render([{"role": "user", "content": "Hi"}])
+        assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+        assert t.count("<|im_start|>") == 1  # a special token counts as one token
+        t.close()
+    finally:
+        server.close()

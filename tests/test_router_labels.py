@@ -135,3 +135,48 @@ def test_eval_max_test_scores_a_seeded_sample_of_the_held_out_split(tmp_path):
     assert {s.name for s in capped} == {s.name for s in full}  # same baselines scored, on fewer items
     with pytest.raises(ConfigError, match="max_test"):
         RouterConfig(max_test=-1)
+
+
+def test_probability_labels_from_k_answers_and_tau(tmp_path):
+    """Three answers per (agent, item): p = share right; label = cheapest agent with p >= tau (hand-computed)."""
+    answers = {  # item -> agent -> three answers
+        "a": {"tiny": [1, 1, 0], "big": [1, 1, 1]},  # p tiny 2/3, big 1
+        "b": {"tiny": [1, 0, 0], "big": [1, 1, 0]},  # p tiny 1/3, big 2/3
+        "c": {"tiny": [0, 0, 0], "big": [0, 0, 1]},  # p tiny 0, big 1/3
+        "d": {"tiny": [0, 0, 0], "big": [0, 0, 0]},  # nobody: the most accurate agent overall
+    }
+    rows = []
+    for item, per_agent in answers.items():
+        for agent, outs in per_agent.items():
+            for seed, ok in enumerate(outs):
+                rows.append(ResultRow(run_id="r", agent=agent, model_file=f"{agent}.gguf", model_sha="0",
+                                      quant="Q4_K_M", task="t", dataset="custom", split="test", item_id=item,
+                                      output="", extracted="", gold="", correct=bool(ok), prompt=f"q {item}",
+                                      joules=JOULES[agent], seed=seed, temperature=0.7, filter="f", primary=True))
+    ResultsTable(tmp_path / "t").append(rows)
+    for tau, want in ((0.5, {"a": "tiny", "b": "big", "c": "big", "d": "big"}),
+                      (0.3, {"a": "tiny", "b": "tiny", "c": "big", "d": "big"}),
+                      (0.9, {"a": "big", "b": "big", "c": "big", "d": "big"})):
+        data = labels_from_results(tmp_path / "t", tau=tau)
+        got = {ex.key.split("/")[-1]: ex.agent for ex in data.examples}
+        assert got == want, tau
+    ex = next(e for e in data.examples if e.key.endswith("/b"))
+    assert ex.p_success == pytest.approx({"tiny": 1 / 3, "big": 2 / 3})
+    assert ex.extra["k"] == 3
+
+
+def test_energy_cost_file_sets_the_cost_per_answer(tmp_path):
+    table = ResultsTable(tmp_path / "t")
+    for agent in ("tiny", "big"):
+        table.append([ResultRow(run_id="r", agent=agent, model_file="m", model_sha="0", quant="Q", task="t",
+                                dataset="custom", split="test", item_id="q", output="", extracted="", gold="",
+                                correct=True, prompt="q", prompt_tokens=10, completion_tokens=100, primary=True)])
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"agents": {"tiny": {"j_per_gen_token": 0.01, "j_per_prompt_token": 0.001},
+                                            "big": {"j_per_gen_token": 0.1}}}))
+    data = labels_from_results(tmp_path / "t", cost_file=str(costs))
+    assert data.examples[0].cost == pytest.approx({"tiny": 0.01 * 100 + 0.001 * 10, "big": 0.1 * 100})
+    assert data.examples[0].extra["cost_basis"].startswith("J/item (energy")
+    costs.write_text(json.dumps({"agents": {"tiny": {"j_per_gen_token": 0.01}}}))
+    with pytest.raises(DataError, match="no energy model for agents"):
+        labels_from_results(tmp_path / "t", cost_file=str(costs))

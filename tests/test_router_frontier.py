@@ -1,0 +1,49 @@
+"""APGR, CPT and the frontier figures on fixtures whose values are computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from router.frontier import cpt as cpt_at
+from router.frontier import curve_area, evaluate_decisions
+from router.labels import RoutingExample
+
+
+def test_area_and_cpt_of_known_curves():
+    assert curve_area([]) == pytest.approx(0.5)  # random mixing of cheapest and strongest
+    # one point (0.2, 0.8): area = 0.2*0.8/2 + 0.8*(0.8+1)/2 = 0.08 + 0.72
+    assert curve_area([(0.2, 0.8)]) == pytest.approx(0.80)
+    assert cpt_at([(0.2, 0.8)], 0.5) == pytest.approx(0.125)  # on the first segment: 0.5/0.8*0.2
+    assert cpt_at([(0.2, 0.8)], 0.9) == pytest.approx(0.2 + 0.1 / 0.2 * 0.8)  # 0.6
+    # a point below an earlier one does not lower the curve (running max)
+    assert curve_area([(0.2, 0.8), (0.5, 0.3)]) == pytest.approx(curve_area([(0.2, 0.8), (0.5, 0.8)]))
+
+
+def _ex(key: str, p: dict[str, float], label: str) -> RoutingExample:
+    return RoutingExample(key, f"task {key}", label, {a: v >= 0.5 for a, v in p.items()},
+                          {"cheap": 1.0, "strong": 9.0}, "custom", p_success=p)
+
+
+def test_router_figures_on_a_fixture():
+    test = [_ex("1", {"cheap": 1.0, "strong": 1.0}, "cheap"), _ex("2", {"cheap": 0.0, "strong": 1.0}, "strong"),
+            _ex("3", {"cheap": 0.0, "strong": 0.5}, "strong"), _ex("4", {"cheap": 1.0, "strong": 0.0}, "cheap")]
+    decisions = {"always:cheap": [["cheap"] * 4], "always:strong": [["strong"] * 4],
+                 "oracle": [["cheap", "strong", "strong", "cheap"]]}
+    res = {r.name: r for r in evaluate_decisions(test, ["cheap", "strong"], "cheap", "strong", decisions,
+                                                 n_boot=200)}
+    assert res["always:cheap"].accuracy == pytest.approx(0.5)
+    assert res["always:strong"].accuracy == pytest.approx(2.5 / 4)
+    o = res["oracle"]
+    assert o.accuracy == pytest.approx(3.5 / 4)
+    assert o.cost == pytest.approx(5.0)  # two items at 1 J, two at 9 J
+    assert o.acc_ratio_vs_strongest == pytest.approx(3.5 / 2.5)
+    assert o.cost_ratio_vs_strongest == pytest.approx(5 / 9)
+    # normalised cost (5-1)/(9-1) = 0.5; PGR (0.875-0.5)/(0.625-0.5) = 3 -> clipped to 1 on the curve
+    assert o.points[0] == pytest.approx((0.5, 3.0))
+    assert o.apgr == pytest.approx(0.5 * 1.0 / 2 + 0.5 * 1.0)
+    assert o.cpt["50"] == pytest.approx(0.25)
+    assert o.label_accuracy == 1.0
+    assert o.share == {"cheap": 0.5, "strong": 0.5}
+    assert o.apgr_ci[0] <= o.apgr <= o.apgr_ci[1] or math.isclose(o.apgr_ci[0], o.apgr)
