@@ -41,8 +41,8 @@ PRESETS = {
     "h200": {
         "n_gsm8k": 250, "n_mmlu": 250, "n_humaneval": 164, "n_easy": 250, "repeats": 3, "temperature": 0.7,
         "parallel": 16, "replicas": 2, "label_max_tokens": 384, "cal_items": 64,
-        "repair_train_items": 1000, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
-        "repair_replicas": 2, "repair_max_minutes": 4.0, "repair_k": 4,
+        "repair_train_items": 600, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
+        "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 384,
         "train_frac": 0.27, "dev_frac": 0.07, "max_train": 48, "max_dev": 32, "latency_items": 200,
         "compiles": [("smollm2", "labeled", "agent", "name"), ("smollm2", "bootstrap_rs", "agent", "index"),
                      ("smollm2", "mipro", "kind", "name"), ("smollm2", "gepa", "kind", "name"),
@@ -52,7 +52,7 @@ PRESETS = {
         "n_gsm8k": 6, "n_mmlu": 8, "n_humaneval": 4, "n_easy": 12, "repeats": 2, "temperature": 0.7,
         "parallel": 2, "replicas": 1, "label_max_tokens": 48, "cal_items": 2,
         "repair_train_items": 6, "repair_eval_items": 4, "repair_mmlu_items": 4, "repair_parallel": 2,
-        "repair_replicas": 1, "repair_max_minutes": 1.0, "repair_k": 2,
+        "repair_replicas": 1, "repair_max_minutes": 1.0, "repair_k": 2, "repair_max_tokens": 48,
         "train_frac": 0.4, "dev_frac": 0.2, "max_train": 6, "max_dev": 4, "latency_items": 5,
         "compiles": [("smollm2", "labeled", "agent", "name"), ("smollm2", "labeled", "kind", "name")],
     },
@@ -204,19 +204,63 @@ class Campaign:
 
     # --- 4. repair -----------------------------------------------------------------------------------------
     def repair(self) -> dict:
-        from repair.pipeline import run_repair
+        """The repair pipeline's stages, with one set of pairs and several training configurations: each trained
+        adapter deployed as a GGUF LoRA over the unchanged quantized GGUF, the first also merged and requantized;
+        all proven together against before and reference on the same held-out items."""
+        from dataclasses import asdict, replace
+
+        from quantswarm.registry import inspect_gguf
+        from quantswarm.results import new_run_id
+        from repair.dpo_trainer import train_dpo
+        from repair.export import export_repaired
+        from repair.pipeline import degraded_agent, mine_and_pair, training_weights, write_summary
+        from repair.prove import RepairReport, prove, verdict_all
         from repair.repair_config import RepairConfig
 
+        rlog = lambda m: log(f"repair: {m}")  # noqa: E731
+        ref = Path(self.repair_reference)
         cfg = RepairConfig(
-            agent=self.repair_reference, quant=self.args.repair_quant, out_dir=str(self.out / "repair"),
+            agent=str(ref), quant=self.args.repair_quant, out_dir=str(self.out / "repair"),
             backend="llama-server", data_dir=self.args.data_dir or "", train_items=self.p["repair_train_items"],
-            samples_k=self.p["repair_k"], sample_temperature=0.7, gold_fallback=False, max_tokens=384,
-            loss_type="sigmoid,sft", beta=0.1, learning_rate=5e-5, epochs=1.0, batch_size=8, grad_accum=2,
+            samples_k=self.p["repair_k"], sample_temperature=0.7, gold_fallback=False,
+            max_tokens=self.p["repair_max_tokens"],
+            loss_type="sigmoid,sft", beta=0.1, learning_rate=5e-5, epochs=2.0, batch_size=8, grad_accum=2,
             max_minutes=self.p["repair_max_minutes"], eval_items=self.p["repair_eval_items"],
-            mmlu_items=self.p["repair_mmlu_items"], parallel=self.p["repair_parallel"],
+            mmlu_items=self.p["repair_mmlu_items"], parallel=self.p["repair_parallel"], warmup_ratio=0.1,
             replicas=self.p["repair_replicas"], max_length=1024, n_ctx=2048, deploy="both", train_on="quantized")
-        report = run_repair(cfg, log=lambda m: log(f"repair: {m}"))
-        return {"verdict": report.verdict}
+        stem = ref.name.removesuffix(".gguf")
+        agent = degraded_agent(cfg, ref, stem, rlog)
+        base_dir = training_weights(cfg, ref, agent, rlog)
+        before = f"{stem}@{cfg.quant}"
+        pairs = mine_and_pair(cfg, before, agent, ref, rlog)
+        rlog(f"pairs: {json.dumps(pairs.summary())}")
+        variants = {"rpo": cfg, "dpo": replace(cfg, loss_type="sigmoid"),
+                    "sft": replace(cfg, loss_type="sft", learning_rate=1e-4)}
+        models: dict[str, tuple] = {"before": (before, str(agent))}
+        training, files = {}, {}
+        for name, vcfg in variants.items():
+            t = train_dpo(vcfg, pairs, base_dir, cfg.out / f"adapter-{name}", log=rlog)
+            t.save(cfg.out / f"train_result-{name}.json")
+            training[name] = {k: v for k, v in asdict(t).items() if k != "history"} | {
+                "loss_type": vcfg.loss_type, "learning_rate": vcfg.learning_rate, "beta": vcfg.beta,
+                "epochs": vcfg.epochs}
+            f = export_repaired(base_dir, cfg.out / f"adapter-{name}", cfg.out / f"export-{name}", f"{stem}-{name}",
+                                cfg.quant, merged=name == "rpo", log=rlog)
+            files[name] = {k: str(v) for k, v in f.items()}
+            models[f"{name}_lora"] = (f"{stem}-{name}-lora@{cfg.quant}", str(agent), str(f["lora"]))
+            if "quant" in f:
+                models[f"{name}_merged"] = (f"{stem}-{name}-merged@{cfg.quant}", str(f["quant"]))
+        models["reference"] = (f"{stem}@{inspect_gguf(ref).file_type}", str(ref))
+        gsm, mmlu = prove(cfg, models, new_run_id("repair-prove"), log=rlog)
+        report = RepairReport(agent=stem, quant=cfg.quant, models={r: " + ".join(m[1:]) for r, m in models.items()},
+                              gsm8k=gsm, mmlu=mmlu, pairs=pairs.summary(), training=training,
+                              files={"results": cfg.results, **{f"{k}_{n}": v for k, d in files.items()
+                                                                 for n, v in d.items()}},
+                              verdict=verdict_all(gsm, mmlu))
+        report.save(cfg.out)
+        summary = write_summary(report, cfg, cfg.out / "summary.json")
+        rlog(report.verdict)
+        return {"verdict": report.verdict, "deploy": summary["deploy"]}
 
     # --- 5. router -----------------------------------------------------------------------------------------
     def router(self) -> dict:
@@ -236,10 +280,20 @@ class Campaign:
         from router.router_lm import start_router_server
 
         p = self.p
-        base = dict(results=self.results, cost_file=str(self.out / "energy_costs.json"), tau=self.args.tau,
+        cost_file = str(self.out / "energy_costs.json")
+        try:
+            costs = json.loads(Path(cost_file).read_text())["agents"]
+            measured = all(v["j_per_gen_token"] == v["j_per_gen_token"] for v in costs.values())  # no NaN
+        except (OSError, KeyError, ValueError):
+            measured = False
+        if not measured:
+            log("router: NO energy calibration (no NVML here, or the energy stage failed): cost basis falls back "
+                "to the rows' latency x power_w; the report's cost unit says so")
+            cost_file = ""
+        base = dict(results=self.results, cost_file=cost_file, tau=self.args.tau,
                     train_frac=p["train_frac"], dev_frac=p["dev_frac"], max_train=p["max_train"],
                     max_dev=p["max_dev"], num_threads=8 if self.preset == "h200" else 2)
-        data = labels_from_results(self.results, tau=self.args.tau, cost_file=base["cost_file"])
+        data = labels_from_results(self.results, tau=self.args.tau, cost_file=cost_file)
         swarm = data.swarm
         splits = split_examples(data.examples, 0, p["train_frac"], p["dev_frac"])
         test, train = splits["test"], splits["train"] + splits["dev"]
@@ -311,7 +365,29 @@ class Campaign:
         results = evaluate_decisions(test, swarm.names, swarm.cheapest, strongest, decisions, kinds=kinds,
                                      latency=latency, parse_failures=fails)
         meta["strongest_on_test"] = strongest
-        return write_report(results, {k: v for k, v in meta.items() if k != "preset_values"}, self.out / "router")
+        meta["latency_note"] = "decision latency measured while the other stages shared the GPU"
+        self.router_state = dict(test=test, agents=swarm.names, cheapest=swarm.cheapest, strongest=strongest,
+                                 decisions=decisions, kinds=kinds, latency=latency, fails=fails, programs=programs,
+                                 meta={k: v for k, v in meta.items() if k != "preset_values"})
+        return write_report(results, self.router_state["meta"], self.out / "router")
+
+    # --- 6. decision latency on a quiet GPU -----------------------------------------------------------------
+    def latency(self) -> dict:
+        """Each program's decision latency again, one request at a time, after every other stage has finished."""
+        from router.frontier import evaluate_decisions, write_report
+        from router.program import load_router
+
+        st = self.router_state
+        items = st["test"][: self.p["latency_items"]]
+        for name, path, _lm in st["programs"]:
+            with load_router(path) as router:
+                router.route(items[0].task)  # warm-up
+                st["latency"][name] = [router.route(ex.task).latency_ms for ex in items]
+        st["meta"]["latency_note"] = (f"decision latency: {len(items)} held-out items one at a time, router LM on "
+                                      "the GPU, measured after all other stages finished")
+        results = evaluate_decisions(st["test"], st["agents"], st["cheapest"], st["strongest"], st["decisions"],
+                                     kinds=st["kinds"], latency=st["latency"], parse_failures=st["fails"])
+        return write_report(results, st["meta"], self.out / "router")["decision_p95_ms"]
 
 
 def main() -> int:
@@ -344,6 +420,8 @@ def main() -> int:
             camp.stage("router", camp.router)
         if repair is not None:
             repair.result()
+    if "router" in stages and getattr(camp, "router_state", None):
+        camp.stage("latency", camp.latency)
     log(f"status: {json.dumps(camp.status)}")
     return 0 if all(s["ok"] for s in camp.status.values()) else 1
 

@@ -174,11 +174,13 @@ def write_summary(report: RepairReport, cfg: RepairConfig, path: Path) -> dict:
             "gsm8k_delta_ci": c.delta_ci, "mcnemar_p": c.mcnemar_p, "accuracy": c.accuracy,
             "mmlu_delta": m.delta if m else None, "mmlu_delta_ci": m.delta_ci if m else None,
             "mmlu_accuracy": m.accuracy if m else None}
-    best = max(deploys, key=lambda d: deploys[d]["gap_recovered"] or -1e9) if deploys else None
+    best = max(deploys, key=lambda d: -1e9 if deploys[d]["gap_recovered"] is None else deploys[d]["gap_recovered"]
+               ) if deploys else None
     summary = {
         "agent": f"{report.agent}@{report.quant}", "deploy": best,
         **({k: deploys[best][k] for k in ("gap_recovered", "gap_recovered_ci", "mmlu_delta")} if best else {}),
-        "train_seconds": report.training.get("seconds"),
+        "train_seconds": report.training.get("seconds") if "seconds" in report.training else
+        {k: v.get("seconds") for k, v in report.training.items() if isinstance(v, dict)},
         "n_gsm8k": next(iter(report.gsm8k.values())).items if report.gsm8k else 0,
         "n_mmlu": next(iter(report.mmlu.values())).items if report.mmlu else 0,
         "pairs_by_source": report.pairs.get("by_source", {}), "train_on": cfg.train_on,

@@ -26,7 +26,7 @@ from quantswarm.results import ResultsTable
 from repair.repair_config import RepairConfig
 
 ROLES = ("before", "after", "reference")  # compare() reads these three columns (after = one deployment)
-DEPLOYS = ("after_lora", "after_merged")  # how a repaired agent can be deployed: LoRA over the GGUF, or merged
+BASELINES = ("before", "reference")  # every other role of prove() is a deployment of a repaired agent
 
 
 @dataclass
@@ -180,5 +180,5 @@ def prove(cfg: RepairConfig, models: dict[str, tuple], run_id: str,
     for t in tasks:
         ids = [it.item_id for it in load_task(t).load_items(limits[t], cfg.seed, data_dir=cfg.data_root)]
         frame = outcomes(table, t, models, ids)
-        out.append({d: compare(frame, t, cfg.n_bootstrap, cfg.seed, after=d) for d in models if d in DEPLOYS})
+        out.append({d: compare(frame, t, cfg.n_bootstrap, cfg.seed, after=d) for d in models if d not in BASELINES})
     return out[0], (out[1] if len(out) > 1 else {})

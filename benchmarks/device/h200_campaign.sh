@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The H200 campaign (benchmarks/gpu_campaign.py) on a lent device machine, in calls of the device tool.
+# Carried bins (made here by ../shared/device/pack.sh, see benchmarks/device/README.md): .carry/b1 (wheels +
+# llama.cpp converter scripts), .carry/b2 (wheels + the prebuilt CUDA llama.cpp tools), .carry/m1..mN (GGUF chunks),
+# .carry/dtar/data.tgz (../shared/data: GSM8K, MMLU, HumanEval), carried with the start call.
+#   bash benchmarks/device/h200_campaign.sh install BIN     # one call per bin, back to back
+#   bash benchmarks/device/h200_campaign.sh start           # starts the campaign in its own session, follows it
+#   bash benchmarks/device/h200_campaign.sh follow SECONDS  # follows the log until it ends or SECONDS pass
+#   bash benchmarks/device/h200_campaign.sh collect         # results (small files) into $OUT
+set -uo pipefail
+RUN=/opt/campaign
+case "${1:-}" in
+  install)
+    bin=$2
+    bash "$bin/install.sh" "$bin" || exit 1
+    if [ -f "$bin/conv.tgz" ]; then mkdir -p /opt/llama-tree && tar xzf "$bin/conv.tgz" -C /opt/llama-tree; fi
+    if ls "$bin"/cudabin.txz.part* >/dev/null 2>&1; then
+      mkdir -p /opt/llama-bin && cat "$bin"/cudabin.txz.part* | xz -d | tar x -C /opt/llama-bin && ls /opt/llama-bin
+    fi ;;
+  start)
+    eval "$(bash /opt/swarm-install.sh env)"
+    export QUANTSWARM_LLAMA_TREE=/opt/llama-tree LLAMA_SERVER_BIN=/opt/llama-bin/llama-server
+    mkdir -p /opt/data && tar xzf .carry/dtar/data.tgz -C /opt/data || exit 1
+    export PATH=/opt/llama-bin:$PATH QUANTSWARM_DATA=/opt/data
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    python3 -c "import dspy, trl, peft, transformers, torch, gguf, optuna; print('imports ok', dspy.__version__, trl.__version__, peft.__version__, transformers.__version__, torch.__version__)" || exit 1
+    mkdir -p $RUN
+    setsid nohup python3 benchmarks/gpu_campaign.py --preset h200 --out $RUN --data-dir "$QUANTSWARM_DATA" \
+      ${CAMPAIGN_ARGS:-} > $RUN.log 2>&1 < /dev/null &
+    echo $! > $RUN.pid
+    bash "$0" follow "${2:-540}" ;;
+  follow)
+    end=$(( $(date +%s) + ${2:-540} ))
+    while [ "$(date +%s)" -lt "$end" ] && kill -0 "$(cat $RUN.pid)" 2>/dev/null; do sleep 20; done
+    grep -E "== |FAILED|labels: |status:" $RUN.log | tail -40; tail -5 $RUN.log
+    nvidia-smi --query-gpu=memory.used,power.draw --format=csv,noheader
+    kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED" ;;
+  collect)
+    cp $RUN.log "$OUT/campaign.log"
+    tar czf "$OUT/campaign.tgz" --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \
+      --exclude='dataset' --exclude='dpo-work' -C $RUN . && ls -la "$OUT" ;;
+  *) sed -n 2,9p "$0"; exit 2 ;;
+esac
