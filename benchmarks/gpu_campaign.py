@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 PRESETS = {
     "h200": {
         "n_gsm8k": 250, "n_mmlu": 250, "n_humaneval": 164, "n_easy": 250, "repeats": 3, "temperature": 0.7,
-        "parallel": 16, "replicas": 2, "label_max_tokens": 384, "cal_items": 64,
+        "parallel": 16, "replicas": 2, "n_threads": 2, "label_max_tokens": 384, "cal_items": 64,
         "repair_train_items": 600, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
         "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 384,
         "train_frac": 0.27, "dev_frac": 0.07, "max_train": 48, "max_dev": 32, "latency_items": 200,
@@ -50,7 +50,7 @@ PRESETS = {
     },
     "cpu": {
         "n_gsm8k": 6, "n_mmlu": 8, "n_humaneval": 4, "n_easy": 12, "repeats": 2, "temperature": 0.7,
-        "parallel": 2, "replicas": 1, "label_max_tokens": 48, "cal_items": 2,
+        "parallel": 2, "replicas": 1, "n_threads": 1, "label_max_tokens": 48, "cal_items": 2,
         "repair_train_items": 6, "repair_eval_items": 4, "repair_mmlu_items": 4, "repair_parallel": 2,
         "repair_replicas": 1, "repair_max_minutes": 1.0, "repair_k": 2, "repair_max_tokens": 48,
         "train_frac": 0.4, "dev_frac": 0.2, "max_train": 6, "max_dev": 4, "latency_items": 5,
@@ -162,6 +162,7 @@ class Campaign:
         for agent, path in self.agents.items():  # one at a time: the energy counter is the whole GPU's
             run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=[TASKS["gsm8k"], TASKS["mmlu"]], limit=n,
                                 parallel=self.p["parallel"], replicas=self.p["replicas"], results=cal,
+                                n_threads=self.p["n_threads"],
                                 data_dir=self.args.data_dir or None, max_tokens=self.p["label_max_tokens"],
                                 progress=False, backend="llama-server", run_id=f"calibration-{agent}"))
         costs = {}
@@ -194,6 +195,7 @@ class Campaign:
             run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=list(limits), task_limits=limits,
                                 repeats=self.p["repeats"], temperature=self.p["temperature"], top_p=0.95,
                                 parallel=self.p["parallel"], replicas=self.p["replicas"], results=self.results,
+                                n_threads=self.p["n_threads"],
                                 data_dir=self.args.data_dir or None, max_tokens=self.p["label_max_tokens"],
                                 allow_code_execution=True, progress=False, backend="llama-server"))
             log(f"labels: {agent} done")
@@ -227,7 +229,8 @@ class Campaign:
             loss_type="sigmoid,sft", beta=0.1, learning_rate=5e-5, epochs=2.0, batch_size=8, grad_accum=2,
             max_minutes=self.p["repair_max_minutes"], eval_items=self.p["repair_eval_items"],
             mmlu_items=self.p["repair_mmlu_items"], parallel=self.p["repair_parallel"], warmup_ratio=0.1,
-            replicas=self.p["repair_replicas"], max_length=1024, n_ctx=2048, deploy="both", train_on="quantized")
+            replicas=self.p["repair_replicas"], n_threads=self.p["n_threads"], max_length=1024, n_ctx=2048,
+            deploy="both", train_on="quantized")
         stem = ref.name.removesuffix(".gguf")
         agent = degraded_agent(cfg, ref, stem, rlog)
         base_dir = training_weights(cfg, ref, agent, rlog)
@@ -383,8 +386,8 @@ class Campaign:
             with load_router(path) as router:
                 router.route(items[0].task)  # warm-up
                 st["latency"][name] = [router.route(ex.task).latency_ms for ex in items]
-        st["meta"]["latency_note"] = (f"decision latency: {len(items)} held-out items one at a time, router LM on "
-                                      "the GPU, measured after all other stages finished")
+        st["meta"]["latency_note"] = (f"decision latency: {len(items)} held-out items one at a time, router LM fully offloaded (-ngl -1) "
+                                      "where a GPU exists, measured after all other stages finished")
         results = evaluate_decisions(st["test"], st["agents"], st["cheapest"], st["strongest"], st["decisions"],
                                      kinds=st["kinds"], latency=st["latency"], parse_failures=st["fails"])
         return write_report(results, st["meta"], self.out / "router")["decision_p95_ms"]

@@ -76,7 +76,7 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     task = load_task(cfg.task)
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
-                        replicas=cfg.replicas,
+                        replicas=cfg.replicas, n_threads=cfg.n_threads,
                         data_dir=cfg.data_root,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
                         max_tokens=cfg.max_tokens or None, run_id=new_run_id("repair-mine")))
@@ -97,7 +97,7 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
                 continue
             eng = open_engine(str(resolve_model(path)), backend="llama-server", n_ctx=cfg.n_ctx,
                               parallel=cfg.parallel, n_gpu_layers=cfg.n_gpu_layers, seed=cfg.seed,
-                              **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}))
+                              n_threads=cfg.n_threads, **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}))
             engines.append(eng)
             proposers.append(Proposer(name, eng, cfg.samples_k, cfg.sample_temperature, cfg.seed))
         template = ChatTemplate(engines[0].url)  # the reference shares the agent's template and tokenizer

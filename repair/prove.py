@@ -163,6 +163,7 @@ def prove(cfg: RepairConfig, models: dict[str, tuple], run_id: str,
     def evaluate(agent: str, path: str, lora: str | None) -> None:
         run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=tasks, task_limits=limits, seed=cfg.seed,
                             backend=cfg.backend, parallel=cfg.parallel, replicas=cfg.replicas, n_ctx=cfg.n_ctx,
+                            n_threads=cfg.n_threads,
                             n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
                             run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {}))
 

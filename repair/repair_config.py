@@ -59,6 +59,8 @@ class RepairConfig:
     parallel: int = field(default=1, metadata={"help": "Concurrent requests per model in sampling and evals."})
     replicas: int = field(default=1, metadata={
         "help": "llama-server processes per model in sampling and evals (each with `parallel` slots)."})
+    n_threads: int | None = field(default=None, metadata={
+        "help": "CPU threads per llama-server (default: llama.cpp's; set it low when many servers share the CPUs)."})
     train_on: str = field(default="quantized", metadata={
         "help": "Weights the LoRA is trained on: quantized (the degraded GGUF dequantized: the repair corrects the "
                 "quantization error in place) | reference (the reference's weights, merged then requantized).",
