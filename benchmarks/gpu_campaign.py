@@ -43,6 +43,7 @@ PRESETS = {
         "parallel": 16, "replicas": 2, "n_threads": 2, "label_max_tokens": 384, "cal_items": 64,
         "repair_train_items": 600, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
         "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 384,
+        "repair_gold_fallback": False,
         "train_frac": 0.27, "dev_frac": 0.07, "max_train": 48, "max_dev": 32, "latency_items": 200,
         "compiles": [("smollm2", "labeled", "agent", "name"), ("smollm2", "bootstrap_rs", "agent", "index"),
                      ("smollm2", "mipro", "kind", "name"), ("smollm2", "gepa", "kind", "name"),
@@ -51,8 +52,9 @@ PRESETS = {
     "cpu": {
         "n_gsm8k": 6, "n_mmlu": 8, "n_humaneval": 4, "n_easy": 12, "repeats": 2, "temperature": 0.7,
         "parallel": 2, "replicas": 1, "n_threads": 1, "label_max_tokens": 48, "cal_items": 2,
-        "repair_train_items": 6, "repair_eval_items": 4, "repair_mmlu_items": 4, "repair_parallel": 2,
-        "repair_replicas": 1, "repair_max_minutes": 1.0, "repair_k": 2, "repair_max_tokens": 48,
+        "repair_train_items": 10, "repair_eval_items": 4, "repair_mmlu_items": 4, "repair_parallel": 2,
+        "repair_replicas": 1, "repair_max_minutes": 1.0, "repair_k": 2, "repair_max_tokens": 200,
+        "repair_gold_fallback": True,
         "train_frac": 0.4, "dev_frac": 0.2, "max_train": 6, "max_dev": 4, "latency_items": 5,
         "compiles": [("smollm2", "labeled", "agent", "name"), ("smollm2", "labeled", "kind", "name")],
     },
@@ -224,7 +226,7 @@ class Campaign:
         cfg = RepairConfig(
             agent=str(ref), quant=self.args.repair_quant, out_dir=str(self.out / "repair"),
             backend="llama-server", data_dir=self.args.data_dir or "", train_items=self.p["repair_train_items"],
-            samples_k=self.p["repair_k"], sample_temperature=0.7, gold_fallback=False,
+            samples_k=self.p["repair_k"], sample_temperature=0.7, gold_fallback=self.p["repair_gold_fallback"],
             max_tokens=self.p["repair_max_tokens"],
             loss_type="sigmoid,sft", beta=0.1, learning_rate=5e-5, epochs=2.0, batch_size=8, grad_accum=2,
             max_minutes=self.p["repair_max_minutes"], eval_items=self.p["repair_eval_items"],
@@ -386,8 +388,9 @@ class Campaign:
             with load_router(path) as router:
                 router.route(items[0].task)  # warm-up
                 st["latency"][name] = [router.route(ex.task).latency_ms for ex in items]
-        st["meta"]["latency_note"] = (f"decision latency: {len(items)} held-out items one at a time, router LM fully offloaded (-ngl -1) "
-                                      "where a GPU exists, measured after all other stages finished")
+        st["meta"]["latency_note"] = (f"decision latency: {len(items)} held-out items one at a time, router LM fully "
+                                      "offloaded (-ngl -1) where a GPU exists, measured after all other stages "
+                                      "finished")
         results = evaluate_decisions(st["test"], st["agents"], st["cheapest"], st["strongest"], st["decisions"],
                                      kinds=st["kinds"], latency=st["latency"], parse_failures=st["fails"])
         return write_report(results, st["meta"], self.out / "router")["decision_p95_ms"]
