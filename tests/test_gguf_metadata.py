@@ -99,7 +99,7 @@ def test_no_attention_heads_means_no_kv_cache(tmp_path):
         ({"llama.attention.head_count_kv": [2, 2]}, (), 3, r"head_count_kv is an array of 2, expected .* array of 3"),
         ({"llama.attention.head_count_kv": 2.5}, (), 3, r"head_count_kv is a float \('2.5'\)"),
         ({"llama.attention.head_count_kv": ["2", "2", "2"]}, (), 3, r"head_count_kv is an array of 3"),
-        ({"llama.embedding_length": (-64, gguf.GGUFValueType.INT32)}, (), 3, r"embedding_length is an integer \('-64'\)"),
+        ({"llama.embedding_length": (-64, gguf.GGUFValueType.INT32)}, (), 3, r"embedding_length is an integer .*-64"),
         ({"llama.context_length": [256]}, (), 3, r"context_length is an array of 1, expected a non-negative"),
         ({}, ("llama.block_count",), 3, r"has no llama.block_count"),
         ({"tokenizer.chat_template": 7}, (), 3, r"chat_template is an integer \('7'\), expected a string"),
