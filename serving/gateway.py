@@ -159,16 +159,23 @@ class GatewayServer:
 
 
 async def serve_forever(swarm: Swarm, host: str, port: int, bus_task: asyncio.Task | None = None) -> None:
-    """Run the gateway in this event loop until Ctrl-C / SIGTERM (uvicorn handles the signals)."""
+    """Run the gateway in this event loop until Ctrl-C / SIGTERM (uvicorn handles the signals).
+
+    If the bus consumer stops with an error the gateway stops too and the error is raised (no serving on
+    without the bus that was asked for).
+    """
     config = uvicorn.Config(build_app(swarm), host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off")
     server = uvicorn.Server(config)
+    if bus_task is not None:
+        bus_task.add_done_callback(lambda t: setattr(server, "should_exit", True))
     try:
         await server.serve()
     finally:
         if bus_task is not None:
-            bus_task.cancel()
+            if not bus_task.done():
+                bus_task.cancel()
             try:
                 await bus_task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
