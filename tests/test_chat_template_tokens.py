@@ -20,12 +20,12 @@ BOS_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] 
                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 MSGS = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}]
 IM_START = 1  # SmolLM2's BOS is <|im_start|>, which also opens every chat turn
-# variant -> (chat template, add_bos_token, BOS tokens before the first turn's <|im_start|> in llama.cpp's prompt)
+# variant -> (chat template, add_bos_token, id-1 tokens at the start of llama.cpp's prompt)
 VARIANTS = {
-    "bos-template": (BOS_TEMPLATE, False, 1),  # the template writes BOS, the tokenizer adds none
-    "bos-template-add-bos": (BOS_TEMPLATE, True, 1),  # both would: llama.cpp cuts the rendered one
-    "own-template-add-bos": (None, True, 1),  # SmolLM2's own template, which writes none; the tokenizer adds it
-    "no-template": ("", False, 0),  # no template in the file: llama.cpp's ChatML default
+    "bos-template": (BOS_TEMPLATE, False, 2),  # the template writes BOS (a token, not ""), then <|im_start|>
+    "bos-template-add-bos": (BOS_TEMPLATE, True, 2),  # both would add BOS: llama.cpp cuts the rendered one
+    "own-template-add-bos": (None, True, 1),  # the tokenizer adds no BOS before a prompt opening with it
+    "no-template": ("", False, 1),  # no template in the file: llama.cpp's ChatML default
 }
 
 
@@ -42,20 +42,20 @@ def variant(src: Path, out: Path, template: str | None, add_bos: bool) -> Path:
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def model(request, smollm2, tmp_path_factory):
-    template, add_bos, n_bos = VARIANTS[request.param]
+    template, add_bos, n_leading = VARIANTS[request.param]
     path = variant(smollm2, tmp_path_factory.mktemp("tmpl") / f"{request.param}.gguf", template, add_bos)
-    yield path, n_bos
+    yield path, n_leading
     path.unlink()
 
 
 def test_prompt_matches_llama_server(model, llama_server_bin):
-    path, n_bos = model
+    path, n_leading = model
     with open_engine(str(path), backend="llama-cpp-python", n_ctx=256) as eng:
         text = eng.render_chat(MSGS)
         tokens = eng.prompt_tokens(MSGS)
         got = eng.chat(MSGS, GenerationParams(max_tokens=1))
     leading = next(i for i, t in enumerate(tokens) if t != IM_START)
-    assert leading == n_bos + 1  # BOS as a token (not an empty string, not twice), then <|im_start|>system
+    assert leading == n_leading
     assert got.prompt_tokens == len(tokens)
     with open_engine(str(path), backend="llama-server", n_ctx=256, parallel=1) as srv:
         applied = httpx.post(f"{srv.url}/apply-template", json={"messages": MSGS}, timeout=60).json()["prompt"]
