@@ -92,7 +92,7 @@ class ChatRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
-    stop: str | list[str] | None = Field(default=None, max_length=4)
+    stop: str | list[str] | None = None  # any number (OpenAI caps it at 4; llama-server takes more)
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
