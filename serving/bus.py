@@ -155,7 +155,8 @@ class BusWorker:
         self.retried = 0
         self.skipped = 0  # redeliveries not run again (still running here, or already answered here)
         self.executions: dict[str, int] = {}  # task id -> times this worker ran it on the swarm
-        self.on_execute: Callable[[str, int], None] | None = None  # (task id, delivery) as a run starts
+        # (task id, delivery, "start" | "answered" | "failed" | "dead") as a run starts and ends (benchmarks)
+        self.on_run: Callable[[str, int, str], None] = lambda task_id, delivery, event: None
         self._running: set[str] = set()
         self._answered: OrderedDict[str, None] = OrderedDict()  # recent task ids answered here
 
@@ -277,15 +278,17 @@ class BusWorker:
     async def _execute(self, js, msg, task: BusTask, req, n: int) -> None:
         """Run a valid task on delivery ``n``: result, remember, ack; or dead letter / nak on failure."""
         self.executions[task.id] = self.executions.get(task.id, 0) + 1
-        if self.on_execute is not None:
-            self.on_execute(task.id, n)
+        self.on_run(task.id, n, "start")
         try:
             out = await self.swarm.complete(req)
         except BadRequest as exc:
+            self.on_run(task.id, n, "dead")
             return await self._dead(js, msg, str(exc), task.id)
         except QuantswarmError as exc:
             if n >= self.spec.max_deliver:
+                self.on_run(task.id, n, "dead")
                 return await self._dead(js, msg, f"failed {n} deliveries: {exc}", task.id)
+            self.on_run(task.id, n, "failed")
             self.retried += 1
             self.swarm.metrics.inc("quantswarm_bus_tasks_total", outcome="retried")
             await msg.nak(delay=min(2.0 * n, 10.0))
@@ -299,6 +302,7 @@ class BusWorker:
         self._answered[task.id] = None
         while len(self._answered) > 100_000:
             self._answered.popitem(last=False)
+        self.on_run(task.id, n, "answered")
         await msg.ack()  # only after the result is stored
         self.completed += 1
         self.swarm.metrics.inc("quantswarm_bus_tasks_total", outcome="completed")
