@@ -130,9 +130,13 @@ class BusSpec:
     dead_subject: str = _f("tasks.dead", "subject malformed / failed tasks go to, with the reason")
     durable: str = _f("quantswarm-workers", "durable pull consumer shared by every host (the queue group)")
     concurrency: int = _f(0, "tasks in flight per host (0: the swarm's total slots)")
-    max_deliver: int = _f(5, "deliveries before a failing task is dead-lettered")
-    ack_wait_s: float = _f(120.0, "seconds before an unacked task is redelivered")
+    max_deliver: int = _f(5, "deliveries before a failing (or crashing) task is dead-lettered")
+    ack_wait_s: float = _f(120.0, "seconds without a progress heartbeat before a task is redelivered "
+                                  "(a running task sends one every ack_wait_s / 3)")
     duplicate_window_s: float = _f(600.0, "JetStream dedup window for message ids (task ids)")
+    max_age_s: float = _f(7 * 86400.0, "stream retention: messages older than this are removed (>= duplicate_window_s)")
+    max_msgs: int = _f(1_000_000, "stream retention: at most this many messages; a full stream refuses new ones")
+    max_bytes: int = _f(1 << 30, "stream retention: at most this many bytes; a full stream refuses new ones")
 
 
 @dataclass
@@ -435,6 +439,8 @@ def _validate(cfg: SwarmConfig, base: Path) -> None:
         subjects[s] = attr
     if b.concurrency < 0 or b.max_deliver < 1 or b.ack_wait_s <= 0:
         raise ConfigError("bus: concurrency must be >= 0, max_deliver >= 1 and ack_wait_s > 0")
+    if b.max_age_s < b.duplicate_window_s or b.max_msgs < 1 or b.max_bytes < 1:
+        raise ConfigError("bus: max_age_s must be >= duplicate_window_s, max_msgs and max_bytes >= 1")
     m = cfg.monitor
     if m.interval_s <= 0:
         raise ConfigError("monitor.interval_s: must be > 0")
