@@ -30,16 +30,21 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, help="Gateway port (default: gateway.port)"),
         bus: bool | None = typer.Option(None, "--bus/--no-bus", help="Consume the NATS bus (default: bus.enabled)"),
         explain: bool = typer.Option(False, "--explain", help="Print every spec key with its default and exit"),
+        schema: bool = typer.Option(False, "--schema", help="Print the spec's JSON schema and exit "
+                                                            "(data/swarms/swarm.schema.json)"),
     ) -> None:
         """Start every agent of a swarm spec and serve the OpenAI gateway (and bus) until Ctrl-C."""
         from serving.serve import plan_only, serve
-        from serving.swarm_config import describe_spec, load_swarm
+        from serving.swarm_config import describe_spec, load_swarm, schema_text
 
         if explain:
             typer.echo(describe_spec())
             return
+        if schema:
+            typer.echo(schema_text(), nl=False)
+            return
         if spec is None:
-            raise typer.BadParameter("give a swarm spec YAML (or --explain)")
+            raise typer.BadParameter("give a swarm spec YAML (or --explain, --schema)")
         cfg = load_swarm(spec)
         if dry_run:
             plan_only(cfg, log=typer.echo)
