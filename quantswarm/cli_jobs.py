@@ -46,7 +46,10 @@ class JobsGroup(TyperGroup):
         cmd = super().get_command(ctx, cmd_name)
         if cmd is not None:
             return cmd
-        ep = job_entry_points().get(cmd_name)
+        eps = job_entry_points()
+        if not eps:  # an install from before the entry points: say how to get the verbs back
+            return typer.main.get_group(_stub(cmd_name, "no job verbs registered")).get_command(ctx, cmd_name)
+        ep = eps.get(cmd_name)
         return None if ep is None else self._job_group(ep).get_command(ctx, cmd_name)
 
     def _job_group(self, ep: EntryPoint) -> TyperGroup:

@@ -50,3 +50,12 @@ def test_verbs_load_on_use_and_missing_jobs_say_so(monkeypatch):
     assert res.exit_code == 0 and "--sweep-parallel" in res.output
     ghost = CliRunner().invoke(app, ["ghost", "x"])
     assert ghost.exit_code == 2 and "not installed (no module nosuchjob)" in ghost.output
+
+
+def test_an_install_without_entry_points_says_to_reinstall(monkeypatch):
+    from quantswarm.cli import app
+
+    monkeypatch.setattr(cli_jobs, "job_entry_points", dict)
+    res = CliRunner().invoke(app, ["eval", "run", "x.gguf"])
+    assert res.exit_code == 2 and "reinstall quantswarm" in res.output
+    assert CliRunner().invoke(app, ["models", "--help"]).exit_code == 0
