@@ -1,4 +1,4 @@
-"""Serving campaign (issue 7, part 4): plan, load-test and measure co-resident swarms, one command per machine.
+"""Serving campaign: plan, load-test and measure co-resident swarms, one command per machine.
 
 For each swarm spec: the VRAM plan (planned VRAM, n_gpu_layers and CPU-offloaded layers per agent); N tasks through
 the NATS JetStream bus with 5 concurrent clients (closed loop), `model=auto` when a compiled router is set (the

@@ -1,23 +1,23 @@
 """The ``quantswarm`` command: thin typer wrappers over library calls.
 
-Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its own
-typer app from ``<job>/cli.py`` (imported here, the one place core looks at the jobs). Errors a
-user can fix print as one line; ``--debug`` shows the traceback.
+Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its verbs
+from ``<job>/cli.py`` through the ``quantswarm.jobs`` entry points (:mod:`quantswarm.cli_jobs`), so
+the core imports no job. Errors a user can fix print as one line; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import typer
 
+from quantswarm.cli_jobs import JobsGroup
 from quantswarm.errors import QuantswarmError
 from quantswarm.text_table import format_table
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False)
+                  add_completion=False, cls=JobsGroup)
 models_app = typer.Typer(help="Inspect and fetch GGUF models.", no_args_is_help=True)
 engine_app = typer.Typer(help="Build and check llama.cpp's own tools.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -119,35 +119,6 @@ def doctor() -> None:
         typer.echo(f"{mark:8}{c.name:20}{c.detail}")
     if any(c.required and not c.ok for c in checks):
         raise typer.Exit(1)
-
-
-# each job package's cli module exposes ``register(app)``, adding its verbs (thin wrappers)
-JOB_MODULES = {"evals.cli": ("eval",), "router.cli": ("router",), "repair.cli": ("repair",),
-               "serving.cli": ("serve", "bench", "monitor")}
-
-
-def _add_jobs() -> None:
-    for module, verbs in JOB_MODULES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            for verb in verbs:
-                _add_stub(verb)
-            continue
-        mod.register(app)
-
-
-def _add_stub(verb: str) -> None:
-    @app.command(verb, help=f"{verb}: not built yet", context_settings={"allow_extra_args": True,
-                                                                       "ignore_unknown_options": True})
-    def _not_built() -> None:
-        typer.echo(f"quantswarm {verb}: not built yet")
-        raise typer.Exit(2)
-
-
-_add_jobs()
 
 
 def main() -> None:
