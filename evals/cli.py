@@ -68,7 +68,9 @@ def run(
 ) -> None:
     """Evaluate models × tasks; append per-item rows (resumable: a rerun adds no rows)."""
     from evals.eval_config import EvalConfig
-    from evals.runner import run_eval
+    from evals.report import run_summary
+    from evals.runner import expand_models, run_eval
+    from evals.task import load_task
 
     cfg = EvalConfig(
         models=models,
@@ -87,7 +89,9 @@ def run(
         source=source,
         run_id=run_id,
     )
-    typer.echo(f"results: {run_eval(cfg)}")
+    out = run_eval(cfg)
+    typer.echo(run_summary(out, [m.agent for m in expand_models(cfg.models)], [load_task(t).name for t in cfg.tasks]))
+    typer.echo(f"results: {out} (full report: quantswarm eval report {out})")
 
 
 @eval_app.command("kld")
@@ -112,6 +116,7 @@ def kld(
         n_ctx=n_ctx,
         chunks=chunks,
         n_gpu_layers=n_gpu_layers,
+        log=lambda line: typer.echo(line, err=True),
     )
     for f in out:
         typer.echo(

@@ -9,10 +9,12 @@ items by their token counts; block-level facts (wall time, peak VRAM) go to ``bl
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -165,6 +167,7 @@ def run_eval(cfg: EvalConfig) -> Path:
         items = t.load_items(cfg.limit_for(t.name), cfg.seed, cfg.data_dir, cfg.source, split=cfg.split)
         data[t.name] = (items, t.load_fewshot_pool(cfg.data_dir, cfg.source))
     done = table.done_keys()
+    tally = _Tally()
     for model in models:
         sha = sha256_file(model.path)
         todo = {
@@ -200,10 +203,23 @@ def run_eval(cfg: EvalConfig) -> Path:
                         data[task.name][1],
                         device,
                         versions,
+                        tally=tally,
                     )
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+            print(f"interrupted: {tally.rows} rows ({tally.items} items) saved to {cfg.results} by this run; "
+                  "rerun the same command to resume", file=sys.stderr)
+            raise
         finally:
-            engine.close()
+            engine.close()  # stops llama-server, so requests still in flight fail at once instead of finishing
     return Path(cfg.results)
+
+
+@dataclass
+class _Tally:
+    """Rows and items this run has written to the results table."""
+
+    rows: int = 0
+    items: int = 0
 
 
 def _run_block(
@@ -218,7 +234,9 @@ def _run_block(
     pool: list[Item],
     device: str,
     versions: str,
+    tally: _Tally | None = None,
 ) -> None:
+    tally = tally or _Tally()
     params = replace(task.generation, seed=cfg.seed, max_tokens=cfg.max_tokens or task.generation.max_tokens)
     clock = _EnergyClock()
     buffer: list[list[ResultRow]] = []
@@ -232,7 +250,8 @@ def _run_block(
             for g, w in zip(buffer, weights, strict=True):
                 for row in g:
                     row.joules = joules * w / sum(weights)
-        table.append([row for g in buffer for row in g])
+        tally.rows += table.append([row for g in buffer for row in g])
+        tally.items += len(buffer)
         buffer.clear()
 
     def one(item: Item):
@@ -244,25 +263,44 @@ def _run_block(
                 raise
             return item, msgs, (f"{ERROR_PREFIX} {exc}", 0, 0, 0.0)
 
+    def take(fut: Future) -> None:
+        nonlocal tokens
+        item, msgs, answer = fut.result()
+        tokens += answer[2]
+        buffer.append(_rows(model, sha, engine.backend, task, item, msgs, answer, run_id, cfg.seed, device, versions))
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+
     bar = tqdm(total=len(items), desc=f"{model.agent} {task.name}", unit="item", disable=not cfg.progress)
-    with EnergyMeter() as meter, ThreadPoolExecutor(max_workers=engine.parallel) as pool_exec:
-        futures = [pool_exec.submit(one, it) for it in items]
+    # bounded submission: at most two items per slot are queued, so an interrupt has little to drop and the wait
+    # below returns to Python (where Ctrl-C is raised) every time an item finishes
+    pool_exec = ThreadPoolExecutor(max_workers=engine.parallel)
+    window = 2 * engine.parallel
+    queue = iter(items)
+    pending: set[Future] = set()
+    with EnergyMeter() as meter:
         try:
-            for fut in as_completed(futures):
-                item, msgs, answer = fut.result()
-                tokens += answer[2]
-                buffer.append(
-                    _rows(model, sha, engine.backend, task, item, msgs, answer, run_id, cfg.seed, device, versions)
-                )
-                bar.update(1)
-                bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+            while True:
+                pending.update(pool_exec.submit(one, it) for it in itertools.islice(queue, window - len(pending)))
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.discard(fut)
+                    take(fut)
                 if len(buffer) >= cfg.flush_every:
                     flush()
         except (QuantswarmError, KeyboardInterrupt):
-            for f in futures:
-                f.cancel()
+            # never join the workers here: they may be inside a long HTTP call; the caller closes the engine,
+            # which makes those calls fail at once
+            pool_exec.shutdown(wait=False, cancel_futures=True)
+            for fut in pending:  # items that finished while we stopped are kept too
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    take(fut)
             flush()  # keep what finished, so a rerun resumes from here
+            bar.close()
             raise
+        pool_exec.shutdown()
         flush()
     bar.close()
     block = {
@@ -275,6 +313,7 @@ def _run_block(
         "items": len(items),
         "wall_s": round(time.time() - t0, 3),
         "completion_tokens": tokens,
+        "max_tokens": None if task.method == "logprob" else params.max_tokens,  # the cap the report's truncated uses
         "backend": engine.backend,
         "parallel": engine.parallel,
         "device": device,

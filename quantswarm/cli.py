@@ -2,13 +2,19 @@
 
 Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its own
 typer app from ``<job>/cli.py`` (imported here, the one place core looks at the jobs). Errors a
-user can fix print as one line; ``--debug`` shows the traceback.
+user can fix print as one line; ``--debug`` shows the traceback. Library log lines and warnings
+are off unless ``--verbose`` is given. SIGTERM is handled like Ctrl-C, so every verb stops the
+llama-servers it started.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -17,7 +23,8 @@ from quantswarm.errors import QuantswarmError
 from quantswarm.text_table import format_table
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False)
+                  add_completion=False,
+                  epilog="Anywhere on the line: --verbose shows library logs and warnings; --debug shows tracebacks.")
 models_app = typer.Typer(help="Inspect and fetch GGUF models.", no_args_is_help=True)
 engine_app = typer.Typer(help="Build and check llama.cpp's own tools.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -150,10 +157,43 @@ def _add_stub(verb: str) -> None:
 _add_jobs()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as an exception in the main thread, so that every ``finally`` block runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not cut the clean-up short
+    raise Terminated()
+
+
+def configure_output(verbose: bool) -> None:
+    """The one place that decides what libraries may print: by default their log records below ERROR and their
+    Python warnings are dropped (DSPy's INFO lines, litellm, httpx, transformers), so the tool's own lines are
+    readable; ``verbose`` lets everything through at INFO."""
+    if verbose:
+        logging.disable(logging.NOTSET)
+        logging.basicConfig(level=logging.INFO)
+        warnings.simplefilter("default")
+        return
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+
+def _take_flag(*names: str) -> bool:
+    found = False
+    for name in names:
+        while name in sys.argv[1:]:
+            sys.argv.remove(name)
+            found = True
+    return found
+
+
 def main() -> None:
-    debug = "--debug" in sys.argv
-    if debug:
-        sys.argv.remove("--debug")
+    debug = _take_flag("--debug")
+    configure_output(_take_flag("--verbose"))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except QuantswarmError as exc:
@@ -161,9 +201,14 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        from quantswarm.engine.server import stop_live_servers
+
+        stopped = stop_live_servers()  # before exit: the interpreter joins worker threads before atexit runs
+        terminated = isinstance(exc, Terminated)
+        typer.echo(("terminated" if terminated else "interrupted")
+                   + (f"; stopped {stopped} llama-server(s)" if stopped else ""), err=True)
+        sys.exit(143 if terminated else 130)
 
 
 if __name__ == "__main__":

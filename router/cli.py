@@ -23,7 +23,7 @@ def compile_cmd(
     swarm: str = typer.Option("", help="Swarm spec JSON for --labels (default: data/routing/swarm.json)"),
     task: str = typer.Option("", help="Only results rows of this task"),
     optimizer: str = typer.Option("labeled", help="labeled | bootstrap_rs | mipro | gepa | simba"),
-    out: str = typer.Option("", help="Program dir (default: router_programs/<optimizer>)"),
+    out: str = typer.Option("", help="Program dir (default: runs/router/<optimizer>)"),
     seed: int = typer.Option(0, help="Optimizer seed"),
     split_seed: int = typer.Option(0, help="Train/dev/test split seed"),
     router_model: str = typer.Option("", help="Router GGUF (default: cheapest agent's file, else SmolLM2-135M)"),
@@ -45,11 +45,12 @@ def compile_cmd(
 ) -> None:
     """Compile a router program with one DSPy optimizer and save JSON state + manifest."""
     cfg = _config(**locals())
-    from router.compiler import compile_router
+    from router.compiler import MIN_DEV, compile_router
 
     res = compile_router(cfg, log=typer.echo)
     typer.echo(f"{res.out}  optimizer={res.optimizer}  dev {res.dev_score_before:.3f} -> {res.dev_score_after:.3f}  "
-               f"({res.seconds:.0f} s)")
+               f"({res.seconds:.0f} s)" + (f"  [only {res.n_dev} dev items: not a reliable score]"
+                                            if res.n_dev < MIN_DEV else ""))
 
 
 @router_app.command("eval")
@@ -59,7 +60,7 @@ def eval_cmd(
     labels: str = typer.Option("", help="Hand-labeled JSONL instead of a results table"),
     swarm: str = typer.Option("", help="Swarm spec JSON for --labels"),
     task: str = typer.Option("", help="Only results rows of this task"),
-    out: str = typer.Option("benchmarks/results/router_eval", help="Report dir (report.md, png, json)"),
+    out: str = typer.Option("runs/router/eval", help="Report dir (report.md, png, json)"),
     split_seed: int = typer.Option(0, help="Must match the compile's split seed"),
     api_base: str = typer.Option("", help="Use this running llama-server for the programs"),
     no_uncompiled: bool = typer.Option(False, "--no-uncompiled", help="Skip the uncompiled program"),
@@ -84,13 +85,16 @@ def eval_cmd(
 @router_app.command("route")
 def route_cmd(
     text: str = typer.Argument(..., help="The task to route"),
-    program: Path = typer.Option(Path("router_programs/labeled"), help="Compiled program dir"),
+    program: Path = typer.Option(Path("runs/router/labeled"), help="Compiled program dir"),
     api_base: str = typer.Option("", help="Use this running llama-server (else one is started)"),
 ) -> None:
     """Load a compiled router and print the chosen agent and the decision latency."""
     from router.program import load_router
 
+    typer.echo(f"loading {program} and " + (f"using {api_base}" if api_base else "starting its router llama-server")
+               + " ...", err=True)
     with load_router(program, api_base=api_base or None) as router:
+        typer.echo("routing ...", err=True)
         d = router.route(text)
     typer.echo(f"agent={d.agent}  latency_ms={d.latency_ms:.1f}" + ("  (parse failed: fallback)" if d.parse_failed
                                                                      else ""))

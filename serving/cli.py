@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         transport: str = typer.Option("http", help="http (gateway) | bus (NATS JetStream)"),
         nats: str = typer.Option("local", help="NATS URL for --transport bus, or `local` to start a nats-server"),
         results: Path = typer.Option(Path("runs/results"), help="Results table for the per-request rows"),
-        out: Path = typer.Option(Path("benchmarks/results"), help="Folder for the summary JSON"),
+        out: Path = typer.Option(Path("runs/bench"), help="Folder for the summary JSON (runs/ is not committed)"),
         sweep_parallel: str = typer.Option("", help="Sweep slots per agent, e.g. 1,2,4"),
         sweep_ctx: str = typer.Option("", help="Sweep n_ctx, e.g. 256,512"),
         compare_modes: bool = typer.Option(False, "--compare-modes", help="Also run one model sequentially"),
