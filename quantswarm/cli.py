@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -161,9 +162,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM raised as an exception in the main thread, so that every ``finally`` block runs."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not cut the clean-up short
-    raise Terminated()
+_SIGNALS: list[int] = []  # the stop signals (SIGINT, SIGTERM) this process has received, in order
+
+
+def _on_signal(signum, frame) -> None:
+    _SIGNALS.append(signum)
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not cut the clean-up short
+        raise Terminated()
+    raise KeyboardInterrupt()
 
 
 def configure_output(verbose: bool) -> None:
@@ -193,7 +200,8 @@ def _take_flag(*names: str) -> bool:
 def main() -> None:
     debug = _take_flag("--debug")
     configure_output(_take_flag("--verbose"))
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
     except QuantswarmError as exc:
@@ -201,14 +209,34 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        from quantswarm.engine.server import stop_live_servers
+    except SystemExit as exc:
+        if _SIGNALS and exc.code == 130:  # typer turns an escaping KeyboardInterrupt into exit status 130
+            _after_signal(_SIGNALS[0])
+        raise
+    except KeyboardInterrupt:
+        _after_signal(_SIGNALS[0] if _SIGNALS else signal.SIGINT)
 
-        stopped = stop_live_servers()  # before exit: the interpreter joins worker threads before atexit runs
-        terminated = isinstance(exc, Terminated)
-        typer.echo(("terminated" if terminated else "interrupted")
-                   + (f"; stopped {stopped} llama-server(s)" if stopped else ""), err=True)
-        sys.exit(143 if terminated else 130)
+
+def _after_signal(signum: int) -> None:
+    """Stop what is left after Ctrl-C or SIGTERM, say so, and exit 130 or 143."""
+    from quantswarm.engine.server import stop_live_servers
+
+    stopped = stop_live_servers()  # before exit: the interpreter joins worker threads before atexit runs
+    terminated = signum == signal.SIGTERM
+    typer.echo(("terminated" if terminated else "interrupted")
+               + (f"; stopped {stopped} llama-server(s)" if stopped else ""), err=True)
+    _exit_now(143 if terminated else 130)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` without waiting for worker threads still inside a model call (an in-process generation
+    cannot be interrupted, and the interpreter would join its thread first); results are already flushed."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not busy:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
