@@ -84,6 +84,7 @@ def test_sigterm_while_the_router_server_loads_stops_it(smollm2, llama_server_bi
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, err[-1500:]
+    assert err.startswith(f"loading {prog} and starting its router llama-server ..."), err[-1500:]
     assert err.splitlines()[-1].startswith("terminated"), err[-1500:]
     time.sleep(0.5)
     assert not [p for p in servers if alive(p)], "llama-server left running"
