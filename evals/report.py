@@ -52,11 +52,15 @@ def pick_reference(frame: pd.DataFrame, reference: str | None) -> str:
 TRUNCATION_FROM_FINISH = "share of answers that stopped at the max_tokens cap (finish_reason `length`)"
 TRUNCATION_ESTIMATED = ("share of answers with completion_tokens >= the max_tokens used (the table has no "
                         "finish_reason column, so this is estimated from token counts)")
+TRUNCATION_MIXED = ("share of answers that stopped at the max_tokens cap (finish_reason `length`; for rows "
+                    "without a finish_reason, estimated as completion_tokens >= the max_tokens used)")
+NOT_GENERATED = ("error", "logprob")  # finish reasons of rows that have no generated answer to cut off
 
 
 def max_tokens_used(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> pd.Series:
-    """The answer cap each row ran with: the block record's ``max_tokens`` for its run, agent and task, else the
-    task YAML's (right unless the run overrode it); NaN for log-probability tasks, which generate nothing."""
+    """The answer cap each row ran with: the row's own ``max_tokens`` when the table has that column (and it is
+    set), else the block record's for its run, agent and task, else the task YAML's (right unless the run
+    overrode it); NaN for log-probability tasks, which generate nothing."""
     from evals.task import load_task
     from quantswarm.errors import ConfigError
 
@@ -75,20 +79,28 @@ def max_tokens_used(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> 
                                                          how="left", on=["run_id", "agent", "task"])
         from_blocks = pd.Series(keyed.max_tokens.to_numpy(dtype=float), index=frame.index)
         used = from_blocks.where(from_blocks.notna() & used.notna(), used)
+    if "max_tokens" in frame:
+        own = pd.to_numeric(frame.max_tokens, errors="coerce").astype(float)
+        used = own.where((own > 0) & used.notna(), used)
     return used
 
 
 def truncated_flags(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> tuple[pd.Series, str]:
-    """Per row: True when the answer was cut off by the max_tokens cap (NaN where that does not apply), and the
-    sentence saying how it was decided: from ``finish_reason`` when the table has it, else from token counts."""
-    if "finish_reason" in frame:
-        flags = (frame.finish_reason == "length").astype(float)
-        flags[frame.finish_reason.isna() | (frame.finish_reason == "")] = float("nan")
-        return flags, TRUNCATION_FROM_FINISH
+    """Per row: 1.0 when the answer was cut off by the max_tokens cap, 0.0 when not, NaN where that does not
+    apply (log-probability scoring, engine errors); and the sentence saying how it was decided: from
+    ``finish_reason`` where the table has one, else from token counts against the cap."""
     used = max_tokens_used(frame, blocks)
     flags = (frame.completion_tokens >= used).astype(float)
     flags[used.isna() | frame.output.str.startswith("[error]")] = float("nan")
-    return flags, TRUNCATION_ESTIMATED
+    if "finish_reason" not in frame:
+        return flags, TRUNCATION_ESTIMATED
+    reason = frame.finish_reason.fillna("").astype(str)
+    known = reason != ""
+    flags = flags.where(~known, (reason == "length").astype(float))
+    flags[reason.isin(NOT_GENERATED)] = float("nan")
+    if frame.empty or known.all():
+        return flags, TRUNCATION_FROM_FINISH
+    return flags, TRUNCATION_MIXED if known.any() else TRUNCATION_ESTIMATED
 
 
 def accuracy_table(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.report import TRUNCATION_ESTIMATED, TRUNCATION_FROM_FINISH, accuracy_table, build_report, truncated_flags
+from evals.report import (
+    TRUNCATION_ESTIMATED,
+    TRUNCATION_FROM_FINISH,
+    TRUNCATION_MIXED,
+    accuracy_table,
+    build_report,
+    truncated_flags,
+)
 from quantswarm.results import ResultRow, ResultsTable
 
 
@@ -45,12 +52,19 @@ def test_truncated_share_from_token_counts_and_the_block_cap(tmp_path):
     assert "| a | Q4_1 | gsm8k_cot_zeroshot | flexible | 4 | 0.500 | 0.150 | 0.850 | 0 | 0.500 |" in rep.markdown
 
 
-def test_truncated_share_uses_finish_reason_when_the_table_has_it():
-    frame = pd.DataFrame({"task": ["gsm8k_cot_zeroshot"] * 3, "completion_tokens": [5, 320, 7],
-                          "output": ["x"] * 3, "finish_reason": ["length", "stop", ""]})
+def test_truncated_share_uses_finish_reason_and_the_rows_own_cap_when_the_table_has_them():
+    frame = pd.DataFrame({"run_id": "r", "agent": "a", "task": ["gsm8k_cot_zeroshot"] * 5,
+                          "completion_tokens": [5, 320, 50, 7, 3], "max_tokens": [0, 0, 50, 0, 0],
+                          "output": ["x", "x", "x", "[error] boom", "x"],
+                          "finish_reason": ["length", "stop", "", "error", "logprob"]})
     flags, how = truncated_flags(frame)
+    # length -> cut; stop -> not, whatever the count; "" -> estimated against the row's own cap of 50
+    assert flags.iloc[:3].tolist() == [1.0, 0.0, 1.0] and flags.iloc[3:].isna().all()
+    assert how == TRUNCATION_MIXED
+    flags, how = truncated_flags(frame.iloc[:2])
     assert how == TRUNCATION_FROM_FINISH
-    assert flags.iloc[0] == 1.0 and flags.iloc[1] == 0.0 and np.isnan(flags.iloc[2])
+    flags, how = truncated_flags(frame.drop(columns="finish_reason"))
+    assert how == TRUNCATION_ESTIMATED and flags.iloc[:3].tolist() == [0.0, 1.0, 1.0]  # the YAML's 320, the row's 50
 
 
 def test_eval_run_prints_accuracy_and_truncation(smollm2, tmp_path):
