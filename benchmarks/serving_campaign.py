@@ -302,7 +302,8 @@ def main() -> None:
                         n=args.sweep_n, profile="short", model=agent, max_tokens=args.max_tokens, transport="http",
                         results=args.results, out=str(out), timeout_s=args.timeout_s,
                         sweep_parallel=args.sweep_parallel, sweep_ctx=args.sweep_ctx), log)
-                    report["sweep"] = {"agent": agent, "n": args.sweep_n, "rows": sw["sweep"], "knee": sw["knee"]}
+                    report["sweep"] = {"agent": agent, "n": args.sweep_n, "rows": sw["sweep"], "knees": sw["knees"],
+                                       "concurrency": sw["concurrency"]}
                 except Exception as exc:
                     report["errors"].append(f"sweep: {exc}")
                     log(traceback.format_exc())

@@ -43,9 +43,13 @@ def ladder(
 @config_options(EvalConfig, arguments=("models",), flags={"task_limits": "--task-limit"})
 def run(cfg: EvalConfig) -> None:
     """Evaluate models × tasks; append per-item rows (resumable: a rerun adds no rows)."""
-    from evals.runner import run_eval
+    from evals.report import run_summary
+    from evals.runner import expand_models, run_eval
+    from evals.task import load_task
 
-    typer.echo(f"results: {run_eval(cfg)}")
+    out = run_eval(cfg)
+    typer.echo(run_summary(out, [m.agent for m in expand_models(cfg.models)], [load_task(t).name for t in cfg.tasks]))
+    typer.echo(f"results: {out} (full report: quantswarm eval report {out})")
 
 
 @eval_app.command("kld")
@@ -70,6 +74,7 @@ def kld(
         n_ctx=n_ctx,
         chunks=chunks,
         n_gpu_layers=n_gpu_layers,
+        log=lambda line: typer.echo(line, err=True),
     )
     for f in out:
         typer.echo(

@@ -17,11 +17,12 @@ router_app = typer.Typer(help="Route tasks to the cheapest competent agent (DSPy
 @config_options(RouterConfig, exclude=("max_test",))
 def compile_cmd(cfg: RouterConfig) -> None:
     """Compile a router program with one DSPy optimizer and save JSON state + manifest."""
-    from router.compiler import compile_router
+    from router.compiler import MIN_DEV, compile_router
 
     res = compile_router(cfg, log=typer.echo)
     typer.echo(f"{res.out}  optimizer={res.optimizer}  dev {res.dev_score_before:.3f} -> {res.dev_score_after:.3f}  "
-               f"({res.seconds:.0f} s)")
+               f"({res.seconds:.0f} s)" + (f"  [only {res.n_dev} dev items: not a reliable score]"
+                                            if res.n_dev < MIN_DEV else ""))
 
 
 @router_app.command("eval")
@@ -30,7 +31,7 @@ def compile_cmd(cfg: RouterConfig) -> None:
 def eval_cmd(
     cfg: RouterConfig,
     program: list[str] = typer.Option([], "--program", help="Compiled program dir (repeatable)"),
-    out: str = typer.Option("benchmarks/results/router_eval", help="Report dir (report.md, png, json)"),
+    out: str = typer.Option("runs/router/eval", help="Report dir (report.md, png, json)"),
     no_uncompiled: bool = typer.Option(False, "--no-uncompiled", help="Skip the uncompiled program"),
 ) -> None:
     """Evaluate programs and baselines on the held-out split; print the table and write Markdown + PNG."""
@@ -47,13 +48,16 @@ def eval_cmd(
 @router_app.command("route")
 def route_cmd(
     text: str = typer.Argument(..., help="The task to route"),
-    program: Path = typer.Option(Path("router_programs/labeled"), help="Compiled program dir"),
+    program: Path = typer.Option(Path("runs/router/labeled"), help="Compiled program dir"),
     api_base: str = typer.Option("", help="Use this running llama-server (else one is started)"),
 ) -> None:
     """Load a compiled router and print the chosen agent and the decision latency."""
     from router.program import load_router
 
+    typer.echo(f"loading {program} and " + (f"using {api_base}" if api_base else "starting its router llama-server")
+               + " ...", err=True)
     with load_router(program, api_base=api_base or None) as router:
+        typer.echo("routing ...", err=True)
         d = router.route(text)
     typer.echo(f"agent={d.agent}  latency_ms={d.latency_ms:.1f}" + ("  (parse failed: fallback)" if d.parse_failed
                                                                      else ""))
