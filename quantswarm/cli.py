@@ -2,9 +2,9 @@
 
 Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its verbs
 from ``<job>/cli.py`` through the ``quantswarm.jobs`` entry points (:mod:`quantswarm.cli_jobs`), so
-the core imports no job. Errors a user can fix print as one line; ``--debug`` shows the traceback. Library log lines and warnings
-are off unless ``--verbose`` is given. SIGTERM is handled like Ctrl-C, so every verb stops the
-llama-servers it started.
+the core imports no job. Errors a user can fix print as one line; ``--debug`` shows the traceback.
+Library log lines and warnings are off unless ``--verbose`` is given. SIGTERM is handled like
+Ctrl-C, so every verb stops the llama-servers it started.
 """
 
 from __future__ import annotations
