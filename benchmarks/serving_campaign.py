@@ -1,4 +1,4 @@
-"""Serving campaign (issue 7, part 4): plan, load-test and measure co-resident swarms, one command per machine.
+"""Serving campaign: plan, load-test and measure co-resident swarms, one command per machine.
 
 For each swarm spec: the VRAM plan (planned VRAM, n_gpu_layers and CPU-offloaded layers per agent); N tasks through
 the NATS JetStream bus with 5 concurrent clients (closed loop), `model=auto` when a compiled router is set (the
@@ -302,7 +302,8 @@ def main() -> None:
                         n=args.sweep_n, profile="short", model=agent, max_tokens=args.max_tokens, transport="http",
                         results=args.results, out=str(out), timeout_s=args.timeout_s,
                         sweep_parallel=args.sweep_parallel, sweep_ctx=args.sweep_ctx), log)
-                    report["sweep"] = {"agent": agent, "n": args.sweep_n, "rows": sw["sweep"], "knee": sw["knee"]}
+                    report["sweep"] = {"agent": agent, "n": args.sweep_n, "rows": sw["sweep"], "knees": sw["knees"],
+                                       "concurrency": sw["concurrency"]}
                 except Exception as exc:
                     report["errors"].append(f"sweep: {exc}")
                     log(traceback.format_exc())

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from evals.eval_config import EvalConfig
+from quantswarm.config_cli import config_options
+
 eval_app = typer.Typer(
     help="Quantization evals: make a quant ladder, run GSM8K/MMLU, report degradation.", no_args_is_help=True
 )
@@ -13,18 +16,6 @@ eval_app = typer.Typer(
 
 def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
-
-
-def _limits(values: list[str]) -> dict[str, int]:
-    from quantswarm.errors import ConfigError
-
-    out = {}
-    for v in values:
-        name, _, n = v.partition("=")
-        if not n.isdigit():
-            raise ConfigError(f"--task-limit {v!r}: use TASK=N, e.g. mmlu_logprob=100")
-        out[name] = int(n)
-    return out
 
 
 @eval_app.command("ladder")
@@ -49,45 +40,16 @@ def ladder(
 
 
 @eval_app.command("run")
-def run(
-    models: list[str] = typer.Argument(..., help="GGUF paths, NAME=PATH, catalogue names or ladder folders"),
-    tasks: str = typer.Option("gsm8k_cot_zeroshot,mmlu_logprob", help="Comma-separated task names or YAML paths"),
-    limit: int | None = typer.Option(None, help="Items per task (seeded subset; default all)"),
-    task_limit: list[str] = typer.Option([], help="Per-task limit TASK=N (repeatable)"),
-    split: str | None = typer.Option(None, help="Override the tasks' split (e.g. train)"),
-    seed: int = typer.Option(0, help="Subset and decoding seed"),
-    results: Path = typer.Option(Path("runs/results"), help="Results table directory"),
-    backend: str = typer.Option("auto", help="auto | llama-server | llama-cpp-python"),
-    parallel: int = typer.Option(4, help="Concurrent requests (server slots or contexts)"),
-    n_ctx: int = typer.Option(2048, help="Context per slot"),
-    n_gpu_layers: int = typer.Option(-1, help="Layers on the GPU (-1 all)"),
-    max_tokens: int | None = typer.Option(None, help="Override the tasks' max_tokens"),
-    data_dir: str | None = typer.Option(None, help="Local data folder (default $QUANTSWARM_DATA or ../shared/data)"),
-    source: str = typer.Option("auto", help="auto | local | hub | shipped"),
-    run_id: str | None = typer.Option(None, help="Run id (default: new)"),
-) -> None:
+@config_options(EvalConfig, arguments=("models",), flags={"task_limits": "--task-limit"})
+def run(cfg: EvalConfig) -> None:
     """Evaluate models × tasks; append per-item rows (resumable: a rerun adds no rows)."""
-    from evals.eval_config import EvalConfig
-    from evals.runner import run_eval
+    from evals.report import run_summary
+    from evals.runner import expand_models, run_eval
+    from evals.task import load_task
 
-    cfg = EvalConfig(
-        models=models,
-        tasks=_csv(tasks),
-        limit=limit,
-        task_limits=_limits(task_limit),
-        split=split,
-        seed=seed,
-        results=str(results),
-        backend=backend,
-        parallel=parallel,
-        n_ctx=n_ctx,
-        n_gpu_layers=n_gpu_layers,
-        max_tokens=max_tokens,
-        data_dir=data_dir,
-        source=source,
-        run_id=run_id,
-    )
-    typer.echo(f"results: {run_eval(cfg)}")
+    out = run_eval(cfg)
+    typer.echo(run_summary(out, [m.agent for m in expand_models(cfg.models)], [load_task(t).name for t in cfg.tasks]))
+    typer.echo(f"results: {out} (full report: quantswarm eval report {out})")
 
 
 @eval_app.command("kld")
@@ -112,6 +74,7 @@ def kld(
         n_ctx=n_ctx,
         chunks=chunks,
         n_gpu_layers=n_gpu_layers,
+        log=lambda line: typer.echo(line, err=True),
     )
     for f in out:
         typer.echo(

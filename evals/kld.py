@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,15 +47,20 @@ def _num(pattern: str, text: str) -> float:
 
 
 def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: Path, *, text: Path = CALIBRATION,
-            n_ctx: int = 256, chunks: int = 8, n_gpu_layers: int = 0) -> list[Fidelity]:
-    """KLD and top-1 agreement of each (agent, path) in ``quants`` against ``reference`` (agent, path)."""
+            n_ctx: int = 256, chunks: int = 8, n_gpu_layers: int = 0,
+            log: Callable[[str], None] | None = None) -> list[Fidelity]:
+    """KLD and top-1 agreement of each (agent, path) in ``quants`` against ``reference`` (agent, path);
+    ``log`` gets a status line before each llama-perplexity run."""
+    say = log or (lambda _line: None)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{reference[0].replace('/', '_')}.kld-base"
     common = ["-f", str(text), "-c", str(n_ctx), "--chunks", str(chunks), "-ngl", str(n_gpu_layers)]
     if not base.exists():
+        say(f"reference logits: {reference[0]} over {chunks} x {n_ctx} tokens (llama-perplexity)")
         _perplexity(["-m", reference[1], "--kl-divergence-base", str(base), *common])
     results = []
-    for agent, path in quants:
+    for i, (agent, path) in enumerate(quants, 1):
+        say(f"[{i}/{len(quants)}] KLD of {agent} vs {reference[0]}")
         out = _perplexity(["-m", path, "--kl-divergence-base", str(base), "--kl-divergence", *common])
         results.append(Fidelity(
             agent=agent, reference_agent=reference[0],

@@ -49,13 +49,71 @@ def pick_reference(frame: pd.DataFrame, reference: str | None) -> str:
     return refs[0] if refs else agents[0]
 
 
-def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
+TRUNCATION_FROM_FINISH = "share of answers that stopped at the max_tokens cap (finish_reason `length`)"
+TRUNCATION_ESTIMATED = ("share of answers with completion_tokens >= the max_tokens used (the table has no "
+                        "finish_reason column, so this is estimated from token counts)")
+TRUNCATION_MIXED = ("share of answers that stopped at the max_tokens cap (finish_reason `length`; for rows "
+                    "without a finish_reason, estimated as completion_tokens >= the max_tokens used)")
+NOT_GENERATED = ("error", "logprob")  # finish reasons of rows that have no generated answer to cut off
+
+
+def max_tokens_used(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> pd.Series:
+    """The answer cap each row ran with: the row's own ``max_tokens`` when the table has that column (and it is
+    set), else the block record's for its run, agent and task, else the task YAML's (right unless the run
+    overrode it); NaN for log-probability tasks, which generate nothing."""
+    from evals.task import load_task
+    from quantswarm.errors import ConfigError
+
+    caps: dict[str, float] = {}
+    for name in frame.task.unique():
+        try:
+            task = load_task(name)
+        except ConfigError:
+            caps[name] = float("nan")
+            continue
+        caps[name] = float("nan") if task.method == "logprob" else float(task.generation.max_tokens)
+    used = frame.task.map(caps).astype(float)
+    if blocks is not None and not blocks.empty and "max_tokens" in blocks:
+        known = blocks.dropna(subset=["max_tokens"]).drop_duplicates(["run_id", "agent", "task"], keep="last")
+        keyed = frame[["run_id", "agent", "task"]].merge(known[["run_id", "agent", "task", "max_tokens"]],
+                                                         how="left", on=["run_id", "agent", "task"])
+        from_blocks = pd.Series(keyed.max_tokens.to_numpy(dtype=float), index=frame.index)
+        used = from_blocks.where(from_blocks.notna() & used.notna(), used)
+    if "max_tokens" in frame:
+        own = pd.to_numeric(frame.max_tokens, errors="coerce").astype(float)
+        used = own.where((own > 0) & used.notna(), used)
+    return used
+
+
+def truncated_flags(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> tuple[pd.Series, str]:
+    """Per row: 1.0 when the answer was cut off by the max_tokens cap, 0.0 when not, NaN where that does not
+    apply (log-probability scoring, engine errors); and the sentence saying how it was decided: from
+    ``finish_reason`` where the table has one, else from token counts against the cap."""
+    used = max_tokens_used(frame, blocks)
+    flags = (frame.completion_tokens >= used).astype(float)
+    flags[used.isna() | frame.output.str.startswith("[error]")] = float("nan")
+    if "finish_reason" not in frame:
+        return flags, TRUNCATION_ESTIMATED
+    reason = frame.finish_reason.fillna("").astype(str)
+    known = reason != ""
+    flags = flags.where(~known, (reason == "length").astype(float))
+    flags[reason.isin(NOT_GENERATED)] = float("nan")
+    if frame.empty or known.all():
+        return flags, TRUNCATION_FROM_FINISH
+    return flags, TRUNCATION_MIXED if known.any() else TRUNCATION_ESTIMATED
+
+
+def accuracy_table(frame: pd.DataFrame, blocks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Accuracy with a Wilson CI per agent, task and filter, with engine errors and the truncated share."""
+    truncated, _ = truncated_flags(frame, blocks)
+    frame = frame.assign(_truncated=truncated)
     rows = []
     for (agent, quant, ref, task, filt), g in frame.groupby(["agent", "quant", "reference", "task", "filter"]):
         ci = wilson(int(g.correct.sum()), len(g))
         rows.append({"agent": agent, "quant": quant, "made_as": ref or quant, "task": task, "filter": filt,
                      "primary": bool(g.primary.iloc[0]), "n": ci.n, "accuracy": ci.value, "ci_low": ci.low,
-                     "ci_high": ci.high, "errors": int(g.output.str.startswith("[error]").sum())})
+                     "ci_high": ci.high, "errors": int(g.output.str.startswith("[error]").sum()),
+                     "truncated": float(g._truncated.mean()) if g._truncated.notna().any() else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -106,15 +164,19 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
     if frame.empty:
         raise ResultsSchemaError(f"{results}: no eval rows; run `quantswarm eval run` first")
     ref = pick_reference(frame, reference)
-    acc = accuracy_table(frame)
+    blocks = read_blocks(results)
+    acc = accuracy_table(frame, blocks)
+    _, truncation = truncated_flags(frame.head(0), blocks)
     pair = paired_table(frame, ref)
-    speed = speed_table(read_blocks(results))
+    speed = speed_table(blocks)
     fid = read_fidelity(results)
     meta = frame.iloc[0]
     md = [f"# Quantization eval report\n\nResults: `{results}` · device: {meta.device} · backend: {meta.backend} · "
           f"rows: {len(frame)} · reference: **{ref}** ({frame[frame.agent == ref].reference.iloc[0] or 'as given'})\n",
-          "## Accuracy (95% Wilson CI; `errors`: items the engine refused, e.g. over n_ctx, scored wrong)\n",
-          _md(acc, ["agent", "made_as", "task", "filter", "n", "accuracy", "ci_low", "ci_high", "errors"]),
+          "## Accuracy (95% Wilson CI; `errors`: items the engine refused, e.g. over n_ctx, scored wrong; "
+          f"`truncated`: {truncation}; n/a for log-probability tasks)\n",
+          _md(acc, ["agent", "made_as", "task", "filter", "n", "accuracy", "ci_low", "ci_high", "errors",
+                    "truncated"]),
           f"\n## Paired difference vs {ref} (primary filter; bootstrap 95% CI; McNemar exact p; flips)\n",
           _md(pair, ["agent", "task", "n", "acc_a", "acc_b", "diff", "low", "high", "p_mcnemar", "right_to_wrong",
                      "wrong_to_right"])]
@@ -127,6 +189,28 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
                _md(speed, ["agent", "task", "items", "wall_s", "items_per_s", "gen_tok_per_s", "bits_per_weight",
                            "peak_vram_mib", "joules", "wh_per_mtok", "backend", "parallel"])]
     return Report(acc, pair, speed, ref, "\n".join(md))
+
+
+def run_summary(results: str | Path, agents: list[str] | None = None, tasks: list[str] | None = None) -> str:
+    """A plain-text accuracy table (per agent, task and filter, with the truncated share) of the eval rows of
+    ``agents`` on ``tasks`` (all when None): what `eval run` prints when it ends."""
+    from quantswarm.text_table import format_table
+
+    results = Path(results)
+    frame = ResultsTable(results).read(source="eval")
+    if not frame.empty and agents is not None:
+        frame = frame[frame.agent.isin(agents)]
+    if not frame.empty and tasks is not None:
+        frame = frame[frame.task.isin(tasks)]
+    if frame.empty:
+        return f"no eval rows in {results} for these models and tasks"
+    blocks = read_blocks(results)
+    acc = accuracy_table(frame, blocks)
+    _, truncation = truncated_flags(frame.head(0), blocks)
+    rows = [{"agent": r.agent, "task": r.task, "filter": r["filter"] + ("*" if r.primary else ""), "n": r.n,
+             "accuracy": f"{r.accuracy:.3f}", "95% CI": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", "errors": r.errors,
+             "truncated": _fmt(r.truncated)} for _, r in acc.sort_values(["task", "agent", "filter"]).iterrows()]
+    return format_table(rows) + f"\n* primary filter; truncated: {truncation}"
 
 
 def plot(report: Report, fidelity: dict, out: Path) -> Path | None:

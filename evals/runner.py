@@ -9,10 +9,12 @@ items by their token counts; block-level facts (wall time, peak VRAM) go to ``bl
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -216,6 +218,7 @@ def run_eval(cfg: EvalConfig) -> Path:
         where = str(resolve_source(t.dataset, cfg.split or t.split, cfg.data_dir, cfg.source))
         data[t.name] = (items, t.load_fewshot_pool(cfg.data_dir, cfg.source), where)
     done = table.done_keys()
+    tally = _Tally()
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     unknown = set(cfg.loras) - {m.agent for m in models}
     if unknown:
@@ -250,10 +253,22 @@ def run_eval(cfg: EvalConfig) -> Path:
                 if todo[task.name]:
                     ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), cfg.n_ctx,
                                      data[task.name][2], device, versions, cfg.allow_code_execution)
-                    _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1])
+                    _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1], tally)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+            print(f"interrupted: {tally.rows} rows ({tally.items} items) saved to {cfg.results} by this run; "
+                  "rerun the same command to resume", file=sys.stderr)
+            raise
         finally:
-            engine.close()
+            engine.close()  # stops llama-server, so requests still in flight fail at once instead of finishing
     return Path(cfg.results)
+
+
+@dataclass
+class _Tally:
+    """Rows and items this run has written to the results table."""
+
+    rows: int = 0
+    items: int = 0
 
 
 def _run_block(
@@ -263,8 +278,10 @@ def _run_block(
     engine: Engine,
     items: list[tuple[Item, int]],
     pool: list[Item],
+    tally: _Tally | None = None,
 ) -> None:
     task, model = ctx.task, ctx.model
+    tally = tally or _Tally()
     clock = _EnergyClock()
     buffer: list[list[ResultRow]] = []
     t0 = time.time()
@@ -277,7 +294,8 @@ def _run_block(
             for g, w in zip([g for g in buffer if g], weights, strict=True):
                 for row in g:
                     row.joules = joules * w / sum(weights)
-        table.append([row for g in buffer for row in g])
+        tally.rows += table.append([row for g in buffer for row in g])
+        tally.items += len(buffer)
         buffer.clear()
 
     def one(item: Item, seed: int):
@@ -290,25 +308,47 @@ def _run_block(
             answer = Answer(f"{ERROR_PREFIX} {exc}", finish_reason="error")
         return answer, _rows(ctx, item, msgs, answer, seed)  # scored here: code tasks run in these threads
 
-    bar = tqdm(total=len(items), desc=f"{model.agent} {task.name}", unit="item", disable=not cfg.progress)
     errors = 0
-    with EnergyMeter() as meter, ThreadPoolExecutor(max_workers=engine.parallel) as pool_exec:
-        futures = [pool_exec.submit(one, it, s) for it, s in items]
+
+    def take(fut: Future) -> None:
+        nonlocal tokens, errors
+        answer, rows = fut.result()
+        tokens += answer.completion_tokens
+        errors += answer.finish_reason == "error"
+        buffer.append(rows)
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+
+    bar = tqdm(total=len(items), desc=f"{model.agent} {task.name}", unit="item", disable=not cfg.progress)
+    # bounded submission: at most two items per slot are queued, so an interrupt has little to drop and the wait
+    # below returns to Python (where Ctrl-C is raised) every time an item finishes
+    pool_exec = ThreadPoolExecutor(max_workers=engine.parallel)
+    window = 2 * engine.parallel
+    queue = iter(items)
+    pending: set[Future] = set()
+    with EnergyMeter() as meter:
         try:
-            for fut in as_completed(futures):
-                answer, rows = fut.result()
-                tokens += answer.completion_tokens
-                errors += answer.finish_reason == "error"
-                buffer.append(rows)
-                bar.update(1)
-                bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+            while True:
+                pending.update(pool_exec.submit(one, it, s) for it, s in itertools.islice(queue, window - len(pending)))
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.discard(fut)
+                    take(fut)
                 if len(buffer) >= cfg.flush_every:
                     flush()
         except (QuantswarmError, KeyboardInterrupt):
-            for f in futures:
-                f.cancel()
+            # never join the workers here: they may be inside a long HTTP call; the caller closes the engine,
+            # which makes those calls fail at once
+            pool_exec.shutdown(wait=False, cancel_futures=True)
+            for fut in pending:  # items that finished while we stopped are kept too
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    take(fut)
             flush()  # keep what finished, so a rerun resumes from here
+            bar.close()
             raise
+        pool_exec.shutdown()
         flush()
     bar.close()
     if errors:

@@ -1,23 +1,31 @@
 """The ``quantswarm`` command: thin typer wrappers over library calls.
 
-Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its own
-typer app from ``<job>/cli.py`` (imported here, the one place core looks at the jobs). Errors a
-user can fix print as one line; ``--debug`` shows the traceback.
+Core verbs (``models``, ``doctor``, ``engine``) live here; each job package contributes its verbs
+from ``<job>/cli.py`` through the ``quantswarm.jobs`` entry points (:mod:`quantswarm.cli_jobs`), so
+the core imports no job. Errors a user can fix print as one line; ``--debug`` shows the traceback.
+Library log lines and warnings are off unless ``--verbose`` is given. SIGTERM is handled like
+Ctrl-C, so every verb stops the llama-servers it started.
 """
 
 from __future__ import annotations
 
-import importlib
+import logging
+import os
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import typer
 
+from quantswarm.cli_jobs import JobsGroup
 from quantswarm.errors import QuantswarmError
 from quantswarm.text_table import format_table
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False)
+                  add_completion=False, cls=JobsGroup,
+                  epilog="Anywhere on the line: --verbose shows library logs and warnings; --debug shows tracebacks.")
 models_app = typer.Typer(help="Inspect and fetch GGUF models.", no_args_is_help=True)
 engine_app = typer.Typer(help="Build and check llama.cpp's own tools.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -121,39 +129,50 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-# each job package's cli module exposes ``register(app)``, adding its verbs (thin wrappers)
-JOB_MODULES = {"evals.cli": ("eval",), "router.cli": ("router",), "repair.cli": ("repair",),
-               "serving.cli": ("serve", "bench", "monitor")}
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as an exception in the main thread, so that every ``finally`` block runs."""
 
 
-def _add_jobs() -> None:
-    for module, verbs in JOB_MODULES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            for verb in verbs:
-                _add_stub(verb)
-            continue
-        mod.register(app)
+_SIGNALS: list[int] = []  # the stop signals (SIGINT, SIGTERM) this process has received, in order
 
 
-def _add_stub(verb: str) -> None:
-    @app.command(verb, help=f"{verb}: not built yet", context_settings={"allow_extra_args": True,
-                                                                       "ignore_unknown_options": True})
-    def _not_built() -> None:
-        typer.echo(f"quantswarm {verb}: not built yet")
-        raise typer.Exit(2)
+def _on_signal(signum, frame) -> None:
+    _SIGNALS.append(signum)
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: a second must not cut the clean-up short
+        raise Terminated()
+    raise KeyboardInterrupt()
 
 
-_add_jobs()
+def configure_output(verbose: bool) -> None:
+    """The one place that decides what libraries may print: by default their log records below ERROR and their
+    Python warnings are dropped (DSPy's INFO lines, litellm, httpx, transformers), so the tool's own lines are
+    readable; ``verbose`` lets everything through at INFO."""
+    if verbose:
+        logging.disable(logging.NOTSET)
+        logging.basicConfig(level=logging.INFO)
+        warnings.simplefilter("default")
+        return
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+
+
+def _take_flag(*names: str) -> bool:
+    found = False
+    for name in names:
+        while name in sys.argv[1:]:
+            sys.argv.remove(name)
+            found = True
+    return found
 
 
 def main() -> None:
-    debug = "--debug" in sys.argv
-    if debug:
-        sys.argv.remove("--debug")
+    debug = _take_flag("--debug")
+    configure_output(_take_flag("--verbose"))
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
     except QuantswarmError as exc:
@@ -161,9 +180,34 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except SystemExit as exc:
+        if _SIGNALS and exc.code == 130:  # typer turns an escaping KeyboardInterrupt into exit status 130
+            _after_signal(_SIGNALS[0])
+        raise
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _after_signal(_SIGNALS[0] if _SIGNALS else signal.SIGINT)
+
+
+def _after_signal(signum: int) -> None:
+    """Stop what is left after Ctrl-C or SIGTERM, say so, and exit 130 or 143."""
+    from quantswarm.engine.server import stop_live_servers
+
+    stopped = stop_live_servers()  # before exit: the interpreter joins worker threads before atexit runs
+    terminated = signum == signal.SIGTERM
+    typer.echo(("terminated" if terminated else "interrupted")
+               + (f"; stopped {stopped} llama-server(s)" if stopped else ""), err=True)
+    _exit_now(143 if terminated else 130)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` without waiting for worker threads still inside a model call (an in-process generation
+    cannot be interrupted, and the interpreter would join its thread first); results are already flushed."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not busy:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

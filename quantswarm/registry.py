@@ -26,7 +26,13 @@ GGUF_MAGIC = b"GGUF"
 
 @dataclass
 class ModelInfo:
-    """GGUF header facts that the jobs need (evals label rows, serving plans VRAM)."""
+    """GGUF header facts that the jobs need (evals label rows, serving plans VRAM).
+
+    ``n_head`` / ``n_head_kv`` are the largest per-layer head counts; ``n_head_kv_layers`` holds
+    one KV head count per block (llama.cpp allows an array there: a block with 0 KV heads, e.g. a
+    recurrent block of a hybrid model, keeps no KV cache). ``head_dim`` / ``head_dim_v`` are the
+    K and V head sizes (``attention.key_length`` / ``value_length``, else ``n_embd / n_head``).
+    """
 
     path: Path
     architecture: str
@@ -45,14 +51,22 @@ class ModelInfo:
     other_bytes: int = 0  # embeddings, output head, norms
     tensor_types: dict[str, int] = field(default_factory=dict)  # quant type -> tensor count
     other_tensors: dict[str, int] = field(default_factory=dict)  # bytes of each non-block tensor (token_embd, output)
+    n_head_kv_layers: list[int] = field(default_factory=list)  # KV heads of block 0 .. n_layers-1
+    head_dim_v: int = 0  # V head size (0: same as head_dim)
 
     @property
     def bits_per_weight(self) -> float:
         return 8.0 * self.size_bytes / max(self.n_params, 1)
 
+    def kv_bytes_per_token_layers(self, type_bytes: float = 2.0) -> list[float]:
+        """K and V cache bytes per token of context for each block (f16 cache by default)."""
+        kv = self.n_head_kv_layers or [self.n_head_kv] * self.n_layers
+        per_head = (self.head_dim + (self.head_dim_v or self.head_dim)) * type_bytes
+        return [h * per_head for h in kv]
+
     def kv_bytes_per_token(self, type_bytes: float = 2.0) -> float:
-        """K and V cache bytes per token of context (f16 cache by default)."""
-        return self.n_layers * self.n_head_kv * self.head_dim * 2 * type_bytes
+        """K and V cache bytes per token of context, all blocks (f16 cache by default)."""
+        return sum(self.kv_bytes_per_token_layers(type_bytes))
 
 
 def file_type_name(value: int) -> str:
@@ -66,11 +80,57 @@ def file_type_name(value: int) -> str:
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def _field_value(reader, key: str):
-    fld = reader.fields.get(key)
-    if fld is None:
-        return None
-    return fld.contents()
+def _describe(value) -> str:
+    """A metadata value's type and a short form of it, for an error line."""
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    kind = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}.get(type(value), "a value")
+    return f"{kind} ({str(value)[:40]!r})"
+
+
+class _Metadata:
+    """Typed reads of a GGUF's key/values; a value of the wrong type or shape raises ModelFileError."""
+
+    def __init__(self, reader, path: Path):
+        self.reader, self.path = reader, path
+
+    def get(self, key: str):
+        fld = self.reader.fields.get(key)
+        return None if fld is None else fld.contents()
+
+    def refuse(self, key: str, value, want: str) -> ModelFileError:
+        return ModelFileError(f"{self.path}: GGUF metadata {key} is {_describe(value)}, expected {want}; "
+                              "the file was written by a broken converter: re-convert it")
+
+    def string(self, key: str, required: bool = False) -> str | None:
+        value = self.get(key)
+        if value is None and required:
+            raise ModelFileError(f"{self.path}: GGUF metadata has no {key}; re-convert the model")
+        if value is not None and not isinstance(value, str):
+            raise self.refuse(key, value, "a string")
+        return value
+
+    def uint(self, key: str, default: int | None = None) -> int:
+        """A non-negative integer; ``default`` None makes the key required."""
+        value = self.get(key)
+        if value is None:
+            if default is None:
+                raise ModelFileError(f"{self.path}: GGUF metadata has no {key}; re-convert the model")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.refuse(key, value, "a non-negative integer")
+        return value
+
+    def uint_per_layer(self, key: str, n_layers: int, default: list[int]) -> list[int]:
+        """One non-negative integer per block: a scalar for all blocks, or an array of ``n_layers``."""
+        value = self.get(key)
+        if value is None:
+            return list(default)
+        if not isinstance(value, list):
+            return [self.uint(key)] * n_layers
+        if len(value) != n_layers or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise self.refuse(key, value, f"a non-negative integer or an array of {n_layers} of them (one per block)")
+        return list(value)
 
 
 @lru_cache(maxsize=64)
@@ -82,17 +142,16 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
         reader = gguf.GGUFReader(p)
     except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad files
         raise ModelFileError(f"{p}: not a readable GGUF file (truncated or corrupt: {exc})") from None
-    arch = _field_value(reader, "general.architecture") or "unknown"
-
-    def meta(key: str, default=0):
-        value = _field_value(reader, f"{arch}.{key}")
-        return default if value is None else value
-
-    n_layers = int(meta("block_count"))
-    n_embd = int(meta("embedding_length"))
-    n_head = int(meta("attention.head_count", 1) or 1)
-    n_head_kv = int(meta("attention.head_count_kv", n_head) or n_head)
-    head_dim = int(meta("attention.key_length", 0) or (n_embd // max(n_head, 1)))
+    md = _Metadata(reader, p)
+    arch = md.string("general.architecture", required=True)
+    n_layers = md.uint(f"{arch}.block_count")
+    n_embd = md.uint(f"{arch}.embedding_length")
+    # absent head counts mean no attention (recurrent architectures); KV heads default to the heads
+    heads = md.uint_per_layer(f"{arch}.attention.head_count", n_layers, [0] * n_layers)
+    kv_heads = md.uint_per_layer(f"{arch}.attention.head_count_kv", n_layers, heads)
+    head0 = heads[0] if heads else 0
+    head_dim = md.uint(f"{arch}.attention.key_length", n_embd // head0 if head0 else 0)
+    head_dim_v = md.uint(f"{arch}.attention.value_length", head_dim)
     layer_bytes: dict[int, int] = defaultdict(int)
     other = n_params = 0
     other_tensors: dict[str, int] = {}
@@ -105,32 +164,36 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
         data_end = max(data_end, int(t.data_offset) + nbytes)
         m = re.match(r"blk\.(\d+)\.", t.name)
         if m:
+            if int(m.group(1)) >= n_layers:
+                raise ModelFileError(f"{p}: tensor {t.name} names block {m.group(1)} but {arch}.block_count is "
+                                     f"{n_layers}; the file is inconsistent: re-convert the model")
             layer_bytes[int(m.group(1))] += nbytes
         else:
             other += nbytes
             other_tensors[t.name] = nbytes
     if data_end > size:
         raise ModelFileError(f"{p}: truncated GGUF (tensor data ends at byte {data_end}, file has {size})")
-    ftype = _field_value(reader, "general.file_type")
-    template = _field_value(reader, "tokenizer.chat_template")
+    ftype = md.uint("general.file_type", -1)
     return ModelInfo(
         path=p,
-        architecture=str(arch),
-        name=str(_field_value(reader, "general.name") or p.stem),
-        file_type=file_type_name(int(ftype)) if ftype is not None else "unknown",
+        architecture=arch,
+        name=str(md.get("general.name") or p.stem),
+        file_type=file_type_name(ftype) if ftype >= 0 else "unknown",
         n_layers=n_layers,
-        context_length=int(meta("context_length")),
+        context_length=md.uint(f"{arch}.context_length", 0),
         n_embd=n_embd,
-        n_head=n_head,
-        n_head_kv=n_head_kv,
+        n_head=max(heads, default=0),
+        n_head_kv=max(kv_heads, default=0),
         head_dim=head_dim,
         n_params=n_params,
         size_bytes=size,
-        chat_template=str(template) if template is not None else None,
+        chat_template=md.string("tokenizer.chat_template"),
         layer_bytes=dict(layer_bytes),
         other_bytes=other,
         tensor_types=dict(types),
         other_tensors=other_tensors,
+        n_head_kv_layers=kv_heads,
+        head_dim_v=head_dim_v,
     )
 
 

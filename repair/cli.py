@@ -1,37 +1,19 @@
 """``quantswarm repair``: thin typer verbs over :mod:`repair.pipeline`.
 
 ``repair run`` gets one flag per :class:`RepairConfig` field (``--train-items``, ``--max-minutes``,
-...), with the field's help text, so the dataclass stays the one place settings are documented.
+...) from :func:`quantswarm.config_cli.config_options`, with the field's help text, so the dataclass stays
+the one place settings are documented.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import typer
 
+from quantswarm.config_cli import config_options
 from repair.repair_config import RepairConfig
-
-TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def _config_options(func):
-    """Give ``func(**kwargs)`` a typer signature with one option per RepairConfig field."""
-    params = []
-    for f in fields(RepairConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        flag = "--" + f.name.replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if f.type == "bool" else [flag]
-        if f.name == "agent":
-            default = ...
-        option = typer.Option(default, *decls, help=f.metadata.get("help", ""), show_default=default is not ...)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=TYPES[str(f.type)]))
-    func.__signature__ = inspect.Signature(params)
-    return func
 
 
 def register(app: typer.Typer) -> None:
@@ -39,12 +21,12 @@ def register(app: typer.Typer) -> None:
     repair_app = typer.Typer(help="DPO repair of a quantized agent: mine, pair, train, export, prove.",
                              no_args_is_help=True)
 
-    @_config_options
-    def run(**kwargs) -> None:
+    @config_options(RepairConfig, required=("agent",))
+    def run(cfg: RepairConfig) -> None:
         """The whole loop: degraded agent -> train-split failures -> verified pairs -> DPO LoRA -> GGUF -> report."""
         from repair.pipeline import run_repair
 
-        run_repair(RepairConfig(**kwargs), log=typer.echo)
+        run_repair(cfg, log=typer.echo)
 
     repair_app.command("run")(run)
 

@@ -78,6 +78,16 @@ def score_program(program, examples: list, metric: CostAwareMetric, lm, swarm: S
     return (sum(scores) / len(scores) if scores else 0.0), [p for _, p in got]
 
 
+MIN_DEV = 10  # fewer dev examples than this make the before/after dev score too coarse to compare optimizers
+
+
+def dev_warning(n_dev: int) -> str:
+    """The warning for a dev split too small to judge a compile by."""
+    step = f"each item moves the dev score by {1 / n_dev:.2f}" if n_dev else "the dev score is 0 by definition"
+    return (f"warning: only {n_dev} dev examples ({step}); add labeled items, raise --max-dev or the config's "
+            f"dev_frac to get at least {MIN_DEV}")
+
+
 def compile_router(config: RouterConfig, log=print) -> CompileResult:
     """Compile a router program with ``config.optimizer`` and save it (JSON state + manifest) to ``config.out``."""
     import dspy
@@ -99,6 +109,8 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
     if len(train) < 2:
         raise ConfigError(f"only {len(train)} training examples in {data.source}; add items or raise train_frac")
     log(f"swarm {swarm.names} (cost in {swarm.cost_unit}); {len(train)} train / {len(dev)} dev examples")
+    if len(dev) < MIN_DEV:
+        log(dev_warning(len(dev)))
 
     model = resolve_router_model(config.router_model, swarm.router_model)
     engine = None

@@ -102,8 +102,10 @@ def evaluate_routers(config: RouterConfig, programs: list[str], out: str | Path,
     """Score compiled programs, the uncompiled program and the baselines on the test split; write md/png/json."""
     from router.baselines import ConstantRouter, OracleRouter, RandomRouter, TfidfRouter
 
+    check_programs(programs)  # before any work: a mismatch found after the baselines wastes the whole run
     data = load_labeled(config)
     swarm = data.swarm
+    check_programs(programs, swarm.names)
     splits = split_examples(data.examples, config.split_seed, config.train_frac, config.dev_frac)
     test = splits["test"]
     if config.max_test and len(test) > config.max_test:  # a seeded sample across datasets, not the first N
@@ -145,6 +147,23 @@ def evaluate_routers(config: RouterConfig, programs: list[str], out: str | Path,
     return scores
 
 
+def check_programs(programs: list[str], agents: list[str] | None = None) -> None:
+    """Raise ConfigError unless every program's manifest names the same agent set (and ``agents``, when given)."""
+    from router.program import read_manifest
+
+    seen: dict[tuple[str, ...], str] = {}
+    for p in programs:
+        names = tuple(sorted(read_manifest(p)["agents"]))
+        if agents is not None and list(names) != sorted(agents):
+            raise ConfigError(f"{p}: compiled for agents {list(names)}, but the data has {sorted(agents)}; "
+                              "evaluate it on the --results/--labels it was compiled on")
+        seen.setdefault(names, p)
+    if len(seen) > 1:
+        (a, pa), (b, pb) = list(seen.items())[:2]
+        raise ConfigError(f"{pa} was compiled for agents {list(a)} but {pb} for {list(b)}; "
+                          "evaluate programs of different agent sets in separate `router eval` runs")
+
+
 def _score_programs(config, programs, swarm, test, metric, uncompiled, decisions, log) -> list[RouterScore]:
     """Load each compiled program (one llama-server per router model, shared) and score it."""
     from router.program import Router, RouterProgram, load_router, read_manifest
@@ -154,11 +173,7 @@ def _score_programs(config, programs, swarm, test, metric, uncompiled, decisions
         return []
     models = {}
     for p in programs:
-        m = read_manifest(p)
-        if sorted(m["agents"]) != sorted(swarm.names):
-            raise ConfigError(f"{p}: compiled for agents {m['agents']}, but the data has {swarm.names}; "
-                              "evaluate it on the data it was compiled for")
-        models.setdefault(m["router_model"], []).append(p)
+        models.setdefault(read_manifest(p)["router_model"], []).append(p)
     if uncompiled and not models:
         models[""] = []
     scores = []

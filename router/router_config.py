@@ -96,7 +96,7 @@ class RouterConfig:
     simba_bsize: int = field(default=4, metadata={"help": "SIMBA mini-batch size"})
     simba_candidates: int = field(default=2, metadata={"help": "SIMBA candidates per step"})
     # --- output ---
-    out: str = field(default="", metadata={"help": "Program directory (default: router_programs/<optimizer>)"})
+    out: str = field(default="", metadata={"help": "Program directory (default: runs/router/<optimizer>)"})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -135,7 +135,7 @@ class RouterConfig:
         if not self.results and not self.labels:
             self.labels, self.swarm = str(SHIPPED_LABELS), self.swarm or str(SHIPPED_SWARM)
         if not self.out:
-            self.out = f"router_programs/{self.optimizer}"
+            self.out = f"runs/router/{self.optimizer}"
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

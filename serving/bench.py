@@ -57,7 +57,8 @@ class BenchConfig:
     transport: str = field(default="http", metadata={"help": "send over the gateway or the bus", "choices": TRANSPORTS})
     nats: str = field(default="local", metadata={"help": "NATS URL for --transport bus, or `local` to start one"})
     results: str = field(default="runs/results", metadata={"help": "results table the per-request rows go to"})
-    out: str = field(default="benchmarks/results", metadata={"help": "folder for the summary JSON"})
+    out: str = field(default="runs/bench", metadata={"help": "folder for the summary JSON (committed results go to "
+                                                     "benchmarks/results only when asked for with --out)"})
     sweep_parallel: list[int] = field(default_factory=list, metadata={"help": "slots per agent to sweep"})
     sweep_ctx: list[int] = field(default_factory=list, metadata={"help": "n_ctx values to sweep"})
     compare_modes: bool = field(default=False, metadata={"help": "also run one model sequentially (mode study)"})
@@ -526,39 +527,84 @@ def single_agent(cfg: SwarmConfig, name: str, parallel: int | None = None) -> Sw
     return single
 
 
+def sweep_concurrency(configs: list[SwarmConfig], requested: int) -> int:
+    """The one concurrency every sweep point runs at: ``requested``, raised to the largest point's total slots so
+    that no point leaves slots idle. Holding it fixed keeps the points comparable."""
+    return max([requested, *(c.total_slots() for c in configs)])
+
+
 def run_sweep(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
-    """Bench every (parallel, n_ctx) pair on all agents and mark the capacity knee."""
+    """Bench every (n_ctx, parallel) pair on all agents at one held concurrency; mark the capacity knee of each
+    n_ctx over increasing slots."""
     from quantswarm.text_table import format_table
 
-    pars = bc.sweep_parallel or [None]
-    ctxs = bc.sweep_ctx or [None]
-    rows = []
-    for par in pars:
-        for ctx in ctxs:
+    pars = sorted(set(bc.sweep_parallel)) or [None]
+    ctxs = sorted(set(bc.sweep_ctx)) or [None]
+    points = []
+    for ctx in ctxs:
+        for par in pars:
             c = copy.deepcopy(cfg)
             for a in c.agents.values():
                 a.parallel = par or a.parallel
                 a.n_ctx = ctx or a.n_ctx
-            conc = max(bc.concurrency, c.total_slots())
-            s = bench_once(c, BenchConfig(**{**asdict(bc), "concurrency": conc, "sweep_parallel": [],
-                                            "sweep_ctx": []}), log, label=f"p{par or 'spec'}-c{ctx or 'spec'}")
-            rows.append({"parallel": par or "spec", "n_ctx": ctx or "spec", "concurrency": conc,
-                         "tok/s": s["tok_s"], "req/s": s["req_s"], "p50_ms": s["latency_ms"]["p50"],
-                         "p95_ms": s["latency_ms"]["p95"], "errors": s["errors"], "run_id": s["run_id"]})
-    knee = capacity_knee(rows)
+            points.append((par, ctx, c))
+    conc = sweep_concurrency([c for _, _, c in points], bc.concurrency)
+    log(f"sweep: {len(points)} points, concurrency held at {conc} for every point"
+        + (f" (--concurrency {bc.concurrency} raised to the largest point's total slots)"
+           if conc != bc.concurrency else ""))
+    rows = []
+    for par, ctx, c in points:
+        s = bench_once(c, BenchConfig(**{**asdict(bc), "concurrency": conc, "sweep_parallel": [],
+                                        "sweep_ctx": []}), log, label=f"p{par or 'spec'}-c{ctx or 'spec'}")
+        rows.append({"parallel": par or "spec", "n_ctx": ctx or "spec", "concurrency": conc,
+                     "tok/s": s["tok_s"], "req/s": s["req_s"], "p50_ms": s["latency_ms"]["p50"],
+                     "p95_ms": s["latency_ms"]["p95"], "errors": s["errors"], "run_id": s["run_id"]})
+    knees = capacity_knees(rows)
     for i, r in enumerate(rows):
-        r["knee"] = "<-" if i == knee else ""
+        r["knee"] = "<-" if i in knees.values() else ""
     log(format_table(rows))
-    out = Path(bc.out) / f"serving-sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    for line in describe_knees(rows, knees):
+        log(line)
+    out_dir = Path(bc.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"serving-sweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(rows, indent=2, default=str))
     log(f"sweep -> {out}")
-    return {"sweep": rows, "knee": knee, "file": str(out)}
+    return {"sweep": rows, "knees": {str(k): v for k, v in knees.items()}, "concurrency": conc, "file": str(out)}
 
 
-def capacity_knee(rows: list[dict], gain: float = 0.10) -> int | None:
-    """Index of the first configuration after which throughput grows by less than ``gain`` (10%)."""
-    tps = [r["tok/s"] or 0.0 for r in rows]
-    for i in range(len(tps) - 1):
-        if tps[i] > 0 and (tps[i + 1] - tps[i]) / tps[i] < gain:
-            return i
-    return len(tps) - 1 if tps else None
+def capacity_knees(rows: list[dict], gain: float = 0.10) -> dict:
+    """Per n_ctx, the index (into ``rows``) of the capacity knee: the fewest slots after which one more slot step
+    raises throughput by less than ``gain`` (10%). Rows of one n_ctx are compared in increasing ``parallel`` only,
+    never across n_ctx values. An n_ctx whose throughput still grows at its last point, or that has a single slot
+    count, gets None (no knee within the sweep)."""
+    groups: dict = defaultdict(list)
+    for i, r in enumerate(rows):
+        if isinstance(r["parallel"], int):
+            groups[r["n_ctx"]].append(i)
+    knees: dict = {}
+    for ctx, idx in groups.items():
+        idx = sorted(idx, key=lambda i: rows[i]["parallel"])
+        knees[ctx] = None
+        for a, b in zip(idx, idx[1:], strict=False):
+            before, after = rows[a]["tok/s"] or 0.0, rows[b]["tok/s"] or 0.0
+            if before > 0 and (after - before) / before < gain:
+                knees[ctx] = a
+                break
+    return knees
+
+
+def describe_knees(rows: list[dict], knees: dict) -> list[str]:
+    """One line per n_ctx saying where its knee is, or that the sweep did not reach one."""
+    lines = []
+    for ctx, i in knees.items():
+        if i is not None:
+            lines.append(f"n_ctx {ctx}: knee at {rows[i]['parallel']} slots per agent "
+                         f"({rows[i]['tok/s']} tok/s; more slots add < 10%)")
+            continue
+        slots = sorted(r["parallel"] for r in rows if r["n_ctx"] == ctx and isinstance(r["parallel"], int))
+        lines.append(f"n_ctx {ctx}: no knee within {slots[-1]} slots" + (" (tok/s still rising)" if len(slots) > 1
+                     else " (sweep --sweep-parallel over 2+ values to find one)"))
+    if not knees:
+        lines.append("no knee: the sweep has no --sweep-parallel values, so slots were not varied")
+    return lines

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import typer
 
+from quantswarm.config_cli import config_options
+
 SPEC_HELP = "Swarm spec YAML (e.g. data/swarms/cpu-demo.yaml)"
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    from quantswarm.errors import ConfigError
-
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag}: expected comma-separated integers like 1,2,4, got {text!r}") from None
-
-
 def register(app: typer.Typer) -> None:
+    from serving.bench import BenchConfig  # here, not at import: serving.bench loads numpy and the results table
+
     monitor_app = typer.Typer(help="GPU monitor: sample NVML to CSV, plot it, sum its energy.", no_args_is_help=True)
     app.add_typer(monitor_app, name="monitor")
 
@@ -30,16 +25,21 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, help="Gateway port (default: gateway.port)"),
         bus: bool | None = typer.Option(None, "--bus/--no-bus", help="Consume the NATS bus (default: bus.enabled)"),
         explain: bool = typer.Option(False, "--explain", help="Print every spec key with its default and exit"),
+        schema: bool = typer.Option(False, "--schema", help="Print the spec's JSON schema and exit "
+                                                            "(data/swarms/swarm.schema.json)"),
     ) -> None:
         """Start every agent of a swarm spec and serve the OpenAI gateway (and bus) until Ctrl-C."""
         from serving.serve import plan_only, serve
-        from serving.swarm_config import describe_spec, load_swarm
+        from serving.swarm_config import describe_spec, load_swarm, schema_text
 
         if explain:
             typer.echo(describe_spec())
             return
+        if schema:
+            typer.echo(schema_text(), nl=False)
+            return
         if spec is None:
-            raise typer.BadParameter("give a swarm spec YAML (or --explain)")
+            raise typer.BadParameter("give a swarm spec YAML (or --explain, --schema)")
         cfg = load_swarm(spec)
         if dry_run:
             plan_only(cfg, log=typer.echo)
@@ -47,33 +47,13 @@ def register(app: typer.Typer) -> None:
         serve(cfg, host=host, port=port, bus=bus, log=typer.echo)
 
     @app.command("bench")
-    def bench_cmd(
-        spec: Path = typer.Argument(..., help=SPEC_HELP),
-        n: int = typer.Option(100, help="Requests to send"),
-        rate: float = typer.Option(0.0, help="Requests per second (0: as fast as --concurrency allows)"),
-        concurrency: int = typer.Option(5, help="Requests in flight"),
-        profile: str = typer.Option("mixed", help="short | research | toolstorm | mixed"),
-        model: str = typer.Option("auto", help="auto (routed), an agent name, or spread (round-robin over agents)"),
-        max_tokens: int = typer.Option(16, help="Max tokens per answer"),
-        transport: str = typer.Option("http", help="http (gateway) | bus (NATS JetStream)"),
-        nats: str = typer.Option("local", help="NATS URL for --transport bus, or `local` to start a nats-server"),
-        results: Path = typer.Option(Path("runs/results"), help="Results table for the per-request rows"),
-        out: Path = typer.Option(Path("benchmarks/results"), help="Folder for the summary JSON"),
-        sweep_parallel: str = typer.Option("", help="Sweep slots per agent, e.g. 1,2,4"),
-        sweep_ctx: str = typer.Option("", help="Sweep n_ctx, e.g. 256,512"),
-        compare_modes: bool = typer.Option(False, "--compare-modes", help="Also run one model sequentially"),
-        seed: int = typer.Option(0, help="Workload seed"),
-    ) -> None:
+    @config_options(BenchConfig, param="bc")
+    def bench_cmd(bc: BenchConfig, spec: Path = typer.Argument(..., help=SPEC_HELP)) -> None:
         """Load-test a swarm over HTTP or the bus: latency percentiles, tok/s, VRAM, energy, results rows."""
-        from serving.bench import BenchConfig, run_bench
+        from serving.bench import run_bench
         from serving.swarm_config import load_swarm
 
-        cfg = load_swarm(spec)
-        bc = BenchConfig(n=n, rate=rate, concurrency=concurrency, profile=profile, model=model, max_tokens=max_tokens,
-                         transport=transport, nats=nats, results=str(results), out=str(out),
-                         sweep_parallel=_ints(sweep_parallel, "--sweep-parallel"),
-                         sweep_ctx=_ints(sweep_ctx, "--sweep-ctx"), compare_modes=compare_modes, seed=seed)
-        run_bench(cfg, bc, log=typer.echo)
+        run_bench(load_swarm(spec), bc, log=typer.echo)
 
     @monitor_app.command("run")
     def monitor_run(

@@ -9,21 +9,51 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
 
 from quantswarm.errors import EngineError
-from serving.schemas import ChatRequest
+from serving.schemas import ChatRequest, RequestError
 from serving.swarm import BadRequest, Swarm
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+    """An OpenAI-shaped error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
+                        status_code=status)
+
+
+async def openai_chunks(events: AsyncIterator[bytes], include_usage: bool) -> AsyncIterator[bytes]:
+    """Shape an agent's SSE chunks as OpenAI streams them for this client.
+
+    The agent is always asked for usage (the gateway's metrics need it). A client that asked for it
+    (``stream_options.include_usage``) gets ``"usage": null`` on every chunk and a last chunk with empty
+    ``choices`` and the usage; any other client gets neither the usage chunk nor a ``usage`` key.
+    """
+    async for event in events:
+        text = event.decode()
+        data = text[5:].strip() if text.startswith("data:") else ""
+        if not data or data == "[DONE]":
+            yield event
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            yield event
+            continue
+        if include_usage:
+            chunk.setdefault("usage", None)
+        elif not chunk.get("choices"):
+            continue
+        else:
+            chunk.pop("usage", None)
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
 
 
 def build_app(swarm: Swarm) -> FastAPI:
@@ -69,15 +99,15 @@ def build_app(swarm: Swarm) -> FastAPI:
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object")
         try:
-            req = ChatRequest.model_validate(body)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            return _error(400, f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}")
+            req = ChatRequest.from_openai(body)
+        except RequestError as exc:
+            return _error(400, str(exc), param=exc.param)
         try:
             if req.stream:
                 route, agent, chunks = await swarm.stream(req)
                 headers = {"x-quantswarm-agent": agent, "x-quantswarm-route": route.source}
-                return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+                return StreamingResponse(openai_chunks(chunks, req.wants_usage), media_type="text/event-stream",
+                                         headers=headers)
             out = await swarm.complete(req)
         except BadRequest as exc:
             return _error(404 if "not an agent" in str(exc) else 400, str(exc))
@@ -129,16 +159,23 @@ class GatewayServer:
 
 
 async def serve_forever(swarm: Swarm, host: str, port: int, bus_task: asyncio.Task | None = None) -> None:
-    """Run the gateway in this event loop until Ctrl-C / SIGTERM (uvicorn handles the signals)."""
+    """Run the gateway in this event loop until Ctrl-C / SIGTERM (uvicorn handles the signals).
+
+    If the bus consumer stops with an error the gateway stops too and the error is raised (no serving on
+    without the bus that was asked for).
+    """
     config = uvicorn.Config(build_app(swarm), host=host, port=port, log_level="warning", access_log=False,
                             lifespan="off")
     server = uvicorn.Server(config)
+    if bus_task is not None:
+        bus_task.add_done_callback(lambda t: setattr(server, "should_exit", True))
     try:
         await server.serve()
     finally:
         if bus_task is not None:
-            bus_task.cancel()
+            if not bus_task.done():
+                bus_task.cancel()
             try:
                 await bus_task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass

@@ -1,78 +1,97 @@
-"""Counters and latency summaries of a running swarm, rendered as Prometheus text for ``/metrics``."""
+"""Counters and latency histograms of a running swarm, exposed through ``prometheus_client`` for ``/metrics``.
+
+Each swarm has its own registry. Request latency is a histogram per agent (milliseconds), the router's
+decision latency another; counters count requests, fallbacks, failovers, tokens and bus tasks. Gauges that
+describe the moment (worker up, restarts, GPU power) are read at scrape time and passed to :meth:`Metrics.render`.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000)
+
+# name -> (kind, help, label names); a name not listed here gets its labels from its first use
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "quantswarm_requests_total": ("counter", "chat requests answered, by agent, route source and outcome",
+                                  ("agent", "outcome", "source")),
+    "quantswarm_fallbacks_total": ("counter", "answers re-sent to the next fallback agent, by reason kind",
+                                   ("agent", "reason")),
+    "quantswarm_failovers_total": ("counter", "requests moved off a worker that failed mid-request", ("agent",)),
+    "quantswarm_prompt_tokens_total": ("counter", "prompt tokens processed, by agent", ("agent",)),
+    "quantswarm_completion_tokens_total": ("counter", "tokens generated, by agent", ("agent",)),
+    "quantswarm_request_latency_ms": ("histogram", "end-to-end request latency in milliseconds, by agent",
+                                      ("agent",)),
+    "quantswarm_route_latency_ms": ("histogram", "router decision latency in milliseconds", ()),
+    "quantswarm_bus_tasks_total": ("counter", "bus tasks by outcome (completed, dead, retried)", ("outcome",)),
+}
+
+Gauge = tuple[str, dict[str, str], float, str]  # name, labels, value, help
 
 
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    def esc(v: str) -> str:
-        return str(v).replace("\\", "/").replace('"', "'").replace("\n", " ")
+class _Gauges:
+    """A one-scrape collector of gauges read at scrape time, one family per name."""
 
-    inner = ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+    def __init__(self, gauges: Iterable[Gauge]):
+        self.gauges = sorted(gauges, key=lambda g: g[0])
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, labels, value, help in self.gauges:
+            keys = sorted(labels)
+            fam = families.setdefault(name, GaugeMetricFamily(name, help or name, labels=keys))
+            fam.add_metric([str(labels[k]) for k in keys], float(value))
+        yield from families.values()
+
+
+class _WithoutCreated:
+    """The registry's families less their ``*_created`` samples, so each family is one block of lines."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for fam in self.registry.collect():
+            fam.samples = [s for s in fam.samples if not s.name.endswith("_created")]
+            yield fam
 
 
 class Metrics:
-    """Thread-safe counters (``inc``) and latency sums (``observe``), keyed by name and labels."""
+    """Thread-safe counters (``inc``) and histograms (``observe``), keyed by name and labels."""
 
-    HELP = {
-        "quantswarm_requests_total": "chat requests answered, by agent, route source and outcome",
-        "quantswarm_fallbacks_total": "answers re-sent to the next fallback agent, by reason kind",
-        "quantswarm_failovers_total": "requests moved off a worker that failed mid-request",
-        "quantswarm_prompt_tokens_total": "prompt tokens processed, by agent",
-        "quantswarm_completion_tokens_total": "tokens generated, by agent",
-        "quantswarm_request_latency_ms": "end-to-end request latency (summary), by agent",
-        "quantswarm_route_latency_ms": "router decision latency (summary)",
-        "quantswarm_bus_tasks_total": "bus tasks by outcome (completed, dead, retried)",
-    }
+    HELP = {name: help for name, (_, help, _) in FAMILIES.items()}
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[tuple[str, tuple], float] = defaultdict(float)
-        self._sums: dict[tuple[str, tuple], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._metrics: dict[str, Counter | Histogram] = {}
+
+    def _get(self, name: str, kind: str, labels: dict[str, str]) -> Counter | Histogram:
+        metric = self._metrics.get(name)
+        if metric is None:
+            _, help, names = FAMILIES.get(name, (kind, name, tuple(sorted(labels))))
+            if kind == "histogram":
+                metric = Histogram(name, help, names, registry=self.registry, buckets=LATENCY_BUCKETS_MS)
+            else:
+                metric = Counter(name, help, names, registry=self.registry)
+            metric = self._metrics.setdefault(name, metric)
+        return metric.labels(**labels) if labels else metric
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        with self._lock:
-            self._counters[(name, tuple(sorted(labels.items())))] += value
+        self._get(name, "counter", labels).inc(value)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        with self._lock:
-            s = self._sums[(name, tuple(sorted(labels.items())))]
-            s[0] += value
-            s[1] += 1
+        self._get(name, "histogram", labels).observe(value)
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of a counter over every label set that includes ``labels``."""
         want = set(labels.items())
-        with self._lock:
-            return sum(v for (n, lab), v in self._counters.items() if n == name and want <= set(lab))
+        sample = name if name.endswith("_total") else f"{name}_total"
+        return sum(s.value for fam in self.registry.collect() for s in fam.samples
+                   if s.name == sample and want <= set(s.labels.items()))
 
-    def render(self, gauges: list[tuple[str, dict[str, str], float, str]] = ()) -> str:
+    def render(self, gauges: Iterable[Gauge] = ()) -> str:
         """Prometheus exposition text; ``gauges`` are (name, labels, value, help) read at scrape time."""
-        lines: list[str] = []
-        with self._lock:
-            counters = sorted(self._counters.items())
-            sums = sorted(self._sums.items())
-        seen: set[str] = set()
-
-        def head(name: str, kind: str, help: str = "") -> None:
-            if name not in seen:
-                seen.add(name)
-                lines.append(f"# HELP {name} {help or self.HELP.get(name, name)}")
-                lines.append(f"# TYPE {name} {kind}")
-
-        for (name, lab), v in counters:
-            head(name, "counter")
-            lines.append(f"{name}{_labels(dict(lab))} {v:g}")
-        for (name, lab), (total, count) in sums:
-            head(name, "summary")
-            lines.append(f"{name}_sum{_labels(dict(lab))} {total:.3f}")
-            lines.append(f"{name}_count{_labels(dict(lab))} {count:g}")
-        for name, lab, v, help in sorted(gauges, key=lambda g: g[0]):
-            head(name, "gauge", help)
-            lines.append(f"{name}{_labels(lab)} {v:g}")
-        return "\n".join(lines) + "\n"
+        return (generate_latest(_WithoutCreated(self.registry)) + generate_latest(_Gauges(gauges))).decode()

@@ -4,7 +4,8 @@ The arithmetic follows how llama.cpp places a model with ``-ngl N``: the last N 
 to the GPU (``i_gpu_start = n_layer - N``), and N = n_layers + 1 also moves the output head (for a
 model with tied embeddings llama.cpp duplicates ``token_embd`` as the output). Token embeddings stay
 in host memory. The KV cache of an offloaded block lives on the GPU:
-``bytes/token/layer = n_head_kv * head_dim * 2 (K and V) * type_bytes``, times ``n_ctx * parallel``.
+``bytes/token/layer = n_head_kv(layer) * (head_dim_k + head_dim_v) * type_bytes``, times ``n_ctx * parallel``
+(the KV head count may differ per block; a block without KV heads holds no cache).
 Each context adds a measured overhead (CUDA context + compute buffers, ``vram.overhead_mib``).
 
 Agents are served in priority order: the router agent first, then by ``usage`` (descending), then
@@ -41,7 +42,7 @@ class ModelShape:
     output_gpu_bytes: int
     output_host_bytes: int
     host_only_bytes: int  # token embeddings and other tensors that never leave host memory
-    kv_bytes_per_token_layer: float
+    kv_layer_bytes: list[float]  # KV cache bytes per token of context, block 0 .. n_layers-1
 
     @classmethod
     def from_gguf(cls, info: ModelInfo, kv_type_bytes: float = 2.0) -> ModelShape:
@@ -53,7 +54,7 @@ class ModelShape:
             output_gpu_bytes=(out_w or embd) + norm,
             output_host_bytes=out_w + norm,
             host_only_bytes=info.other_bytes - out_w - norm,
-            kv_bytes_per_token_layer=info.n_head_kv * info.head_dim * 2 * kv_type_bytes,
+            kv_layer_bytes=info.kv_bytes_per_token_layers(kv_type_bytes),
         )
 
     def gpu_weight_bytes(self, ngl: int) -> int:
@@ -69,7 +70,9 @@ class ModelShape:
         return blocks + self.host_only_bytes + (0 if ngl > self.n_layers else self.output_host_bytes)
 
     def kv_bytes(self, layers: int, tokens: int) -> float:
-        return self.kv_bytes_per_token_layer * min(layers, self.n_layers) * tokens
+        """KV cache bytes of the last ``layers`` blocks (the offloaded ones) for ``tokens`` of context."""
+        k = min(layers, self.n_layers)
+        return sum(self.kv_layer_bytes[self.n_layers - k:]) * tokens if k > 0 else 0.0
 
 
 @dataclass
@@ -220,11 +223,11 @@ def split_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhea
         items.append((-1, shape.output_gpu_bytes))
     cum = list(itertools.accumulate(np.float32(x) for x in split))
     cum = [np.float32(c / cum[-1]) for c in cum]
-    kv_layer = shape.kv_bytes(1, agent.n_ctx * agent.parallel)
+    tokens = agent.n_ctx * agent.parallel
     devices: dict[int, float] = {}
     for j, (il, nbytes) in enumerate(items):
         d = bisect.bisect_right(cum, np.float32(j) / np.float32(len(items)))
-        devices[d] = devices.get(d, 0.0) + nbytes + (kv_layer if il >= 0 else 0.0)
+        devices[d] = devices.get(d, 0.0) + nbytes + (shape.kv_layer_bytes[il] * tokens if il >= 0 else 0.0)
     p.devices = {d: b + overhead for d, b in sorted(devices.items())}
     p.overhead = overhead * len(p.devices)
     p.gpu = min(p.devices) if p.devices else 0

@@ -196,7 +196,7 @@ class Swarm:
             text = msg.get("content") or ""
             last = (agent, out, text)
             reason = (check_answer(text, role=self.cfg.agents[agent].role, wants_json=req.wants_json)
-                      if self.cfg.gateway.validate else None)
+                      if self.cfg.gateway.validate_answers else None)
             if reason is None:
                 valid = True
                 break

@@ -129,6 +129,7 @@ class Supervisor:
                     a.model, n_ctx=a.n_ctx, parallel=a.parallel, n_gpu_layers=w.n_gpu_layers,
                     n_threads=a.n_threads, host=self.cfg.workers.host, port=a.port,
                     extra_args=(*self.plan.agents[name].server_args(self.plan.multi_gpu), *a.extra_args),
+                    lora_path=a.lora,
                     startup_timeout=self.cfg.workers.startup_timeout_s,
                     request_timeout=self.cfg.gateway.request_timeout_s,
                     log_path=self.log_dir / f"{name}.log",

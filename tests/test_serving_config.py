@@ -11,7 +11,7 @@ import yaml
 
 from quantswarm.errors import ConfigError, DataError
 from quantswarm.registry import inspect_gguf
-from serving.bench import BenchConfig, capacity_knee, make_workload
+from serving.bench import BenchConfig, make_workload
 from serving.metrics import Metrics
 from serving.monitor import Monitor, energy_summary, plot_monitor, read_samples
 from serving.planner import ModelShape, is_oom, plan_vram, priority_order
@@ -205,11 +205,6 @@ def test_workloads_are_deterministic_and_paced():
     assert len(research.messages[1]["content"].split()) < 256
     with pytest.raises(ConfigError, match="--profile"):
         BenchConfig(profile="chaos")
-
-
-def test_capacity_knee():
-    rows = [{"tok/s": 10.0}, {"tok/s": 18.0}, {"tok/s": 19.0}, {"tok/s": 19.5}]
-    assert capacity_knee(rows) == 1
 
 
 def test_metrics_render_prometheus_text():

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def shape(n_layers: int = 10, layer_mib: int = 100, head_mib: int = 50) -> ModelShape:
     """A made-up model: n_layers blocks of layer_mib, an output head of head_mib, no KV cache."""
     return ModelShape(n_layers=n_layers, layer_bytes=[layer_mib * MIB] * n_layers, output_gpu_bytes=head_mib * MIB,
-                      output_host_bytes=head_mib * MIB, host_only_bytes=10 * MIB, kv_bytes_per_token_layer=0.0)
+                      output_host_bytes=head_mib * MIB, host_only_bytes=10 * MIB, kv_layer_bytes=[0.0] * n_layers)
 
 
 def swarm(tmp_path: Path, model: Path, agents: dict, vram: dict) -> object:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from quantswarm.engine.base import Completion, GenerationParams, Message
+from quantswarm.engine.chat_template import SpecialTokens, render_chat_template
 from quantswarm.errors import EngineError
 from quantswarm.registry import inspect_gguf
 
@@ -67,9 +68,7 @@ class InProcessEngine:
                 raise EngineError(f"llama.cpp could not load {model_path}: {exc}") from None
             self._pool.put(llm)
         self._template = info.chat_template
-        first = self._pool.queue[0]
-        self._eos = first.detokenize([first.token_eos()]).decode(errors="ignore")
-        self._bos = first.detokenize([first.token_bos()]).decode(errors="ignore")
+        self._special = SpecialTokens.of(self._pool.queue[0])
 
     @contextmanager
     def _context(self):
@@ -103,26 +102,31 @@ class InProcessEngine:
         )
 
     def chat(self, messages: list[Message], params: GenerationParams | None = None) -> Completion:
-        return self._run("create_chat_completion", messages, params or GenerationParams(),
-                         lambda c: c["message"]["content"])
+        """Answer ``messages``, prompted with exactly the tokens llama-server would use (see :meth:`prompt_tokens`)."""
+        return self._run("create_completion", self.prompt_tokens(messages), params or GenerationParams(),
+                         lambda c: c["text"])
 
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Completion:
         return self._run("create_completion", prompt, params or GenerationParams(), lambda c: c["text"])
 
     def render_chat(self, messages: list[Message]) -> str:
-        """The prompt text the model's own chat template makes (generation prompt added)."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        """The prompt text the model's own chat template makes (generation prompt added), as llama.cpp renders it."""
+        import jinja2
 
-        if not self._template:
-            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos, bos_token=self._bos)
-        return fmt(messages=messages).prompt
+        try:
+            return render_chat_template(self._template, messages, self._special)
+        except jinja2.TemplateError as exc:
+            raise EngineError(f"{self.model_path}: its chat template does not render: {exc}") from None
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The chat prompt's token ids: special tokens parsed, BOS/EOS added as the vocabulary says."""
+        with self._context() as llm:
+            return llm.tokenize(self.render_chat(messages).encode(), add_bos=self._special.add_bos, special=True)
 
     def choice_logprobs(self, messages: list[Message], choices: list[str]) -> dict[str, float]:
         """Exact next-token log-probabilities of each choice's first token after the chat prompt."""
-        prompt = self.render_chat(messages)
+        tokens = self.prompt_tokens(messages)
         with self._context() as llm:
-            tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
             if len(tokens) >= self.n_ctx:
                 raise EngineError(f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}")
             llm.reset()

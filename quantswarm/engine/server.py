@@ -6,6 +6,7 @@ so N client threads keep the hardware busy. The server binds 127.0.0.1 unless to
 
 from __future__ import annotations
 
+import atexit
 import socket
 import subprocess
 import tempfile
@@ -31,6 +32,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.kill()
             proc.wait()
 
+
+_LIVE: dict[int, subprocess.Popen] = {}  # pid -> every llama-server started by this process and not yet stopped
+_LIVE_LOCK = threading.Lock()
+
+
+def live_server_pids() -> list[int]:
+    """Process ids of the llama-servers this process started and has not stopped."""
+    with _LIVE_LOCK:
+        return sorted(_LIVE)
+
+
+def stop_live_servers() -> int:
+    """Stop every llama-server this process started and has not stopped (they run in their own session, so a
+    signal to ours never reaches them); returns how many were stopped. Runs at exit too."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+        _LIVE.clear()
+    for proc in procs:
+        stop_process(proc)
+    return len(procs)
+
+
+atexit.register(stop_live_servers)
 
 _ISSUED_PORTS: set[int] = set()
 _PORT_LOCK = threading.Lock()
@@ -95,6 +119,8 @@ class LlamaServerEngine:
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        with _LIVE_LOCK:
+            _LIVE[self.proc.pid] = self.proc
         self._client = httpx.Client(base_url=self.url, timeout=request_timeout)
         self._wait_healthy(startup_timeout)
 
@@ -131,6 +157,8 @@ class LlamaServerEngine:
 
     def close(self) -> None:
         stop_process(self.proc)
+        with _LIVE_LOCK:
+            _LIVE.pop(self.proc.pid, None)
         self._client.close()
         if not self._log.closed:
             self._log.close()
