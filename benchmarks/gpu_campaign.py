@@ -217,7 +217,7 @@ class Campaign:
         from quantswarm.results import new_run_id
         from repair.dpo_trainer import train_dpo
         from repair.export import export_repaired
-        from repair.pipeline import degraded_agent, mine_and_pair, training_weights, write_summary
+        from repair.pipeline import announce_schedule, degraded_agent, mine_and_pair, training_weights, write_summary
         from repair.prove import RepairReport, prove, verdict_all
         from repair.repair_config import RepairConfig
 
@@ -244,6 +244,7 @@ class Campaign:
         models: dict[str, tuple] = {"before": (before, str(agent))}
         training, files = {}, {}
         for name, vcfg in variants.items():
+            announce_schedule(vcfg, len(pairs.pairs), rlog)
             t = train_dpo(vcfg, pairs, base_dir, cfg.out / f"adapter-{name}", log=rlog)
             t.save(cfg.out / f"train_result-{name}.json")
             training[name] = {k: v for k, v in asdict(t).items() if k != "history"} | {

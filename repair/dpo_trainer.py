@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from quantswarm.errors import QuantswarmError
 from quantswarm.results import versions_json
+from repair.checks import check_adapter_trained
 from repair.pairs import PairSet
 from repair.repair_config import RepairConfig
 
@@ -189,6 +190,7 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
                             "(try --precision fp32 or a lower --learning-rate)")
     adapter_dir = Path(adapter_dir)
     trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+    check_adapter_trained(adapter_dir, steps=trainer.state.global_step)  # an all-zero adapter is a failed repair
     tok.save_pretrained(adapter_dir)
     result = TrainResult(str(adapter_dir), str(base_dir), trainer.state.global_step, round(seconds, 2),
                          budget.stopped, device, str(dtype).removeprefix("torch."), len(data), progress.history)

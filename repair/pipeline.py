@@ -24,10 +24,10 @@ from evals.ladder import quantize
 from evals.runner import run_eval
 from evals.task import load_task
 from quantswarm.engine import open_engine
-from quantswarm.errors import QuantswarmError
 from quantswarm.loaders import load
 from quantswarm.registry import inspect_gguf, resolve_model
 from quantswarm.results import new_run_id
+from repair.checks import check_failures, check_pairs, check_schedule_for, schedule_warning
 from repair.dpo_trainer import dequantize_gguf, train_dpo, train_dtype
 from repair.export import export_repaired
 from repair.mine import TRAIN_SPLIT, mine_failures
@@ -85,9 +85,7 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     failures = [f for f in mine_failures(cfg.results, agent_name, cfg.task, items=items)
                 if f.item.item_id in {it.item_id for it in train}]
     log(f"{len(failures)} of {len(train)} train items failed for {agent_name}")
-    if not failures:
-        raise QuantswarmError(f"{agent_name} answered all {len(train)} train items correctly: nothing to repair; "
-                              "raise --train-items or pick a lower --quant")
+    check_failures(len(failures), len(train), agent_name)
     if cfg.max_tokens:
         task = replace(task, generation=replace(task.generation, max_tokens=cfg.max_tokens))
     engines, proposers, template = [], [], None
@@ -108,9 +106,19 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
             eng.close()
         if template is not None:
             template.close()
+    check_pairs(len(pairs.pairs), len(failures))
     pairs.save(cfg.out / "pairs")
     log(f"pairs: {json.dumps(pairs.summary())} -> {cfg.out / 'pairs'}")
     return pairs
+
+
+def announce_schedule(cfg: RepairConfig, n_pairs: int, log: Callable[[str], None]) -> None:
+    """Refuse a schedule that trains nothing (no step with a learning rate above 0); say how many steps train."""
+    sched = check_schedule_for(cfg, n_pairs)
+    log(sched.describe())
+    warning = schedule_warning(sched)
+    if warning:
+        log(warning)
 
 
 def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairReport:
@@ -132,6 +140,7 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
     pairs = mine_and_pair(cfg, names["before"], agent, reference, log)
 
     _stage(log, 3, f"DPO + LoRA on {len(pairs.pairs)} pairs (budget {cfg.max_minutes:g} min)")
+    announce_schedule(cfg, len(pairs.pairs), log)
     train = train_dpo(cfg, pairs, base_dir, cfg.out / "adapter", log=log)
     train.save(cfg.out / "train_result.json")
 
