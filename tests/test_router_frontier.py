@@ -47,3 +47,33 @@ def test_router_figures_on_a_fixture():
     assert o.label_accuracy == 1.0
     assert o.share == {"cheap": 0.5, "strong": 0.5}
     assert o.apgr_ci[0] <= o.apgr <= o.apgr_ci[1] or math.isclose(o.apgr_ci[0], o.apgr)
+
+
+def test_kind_policy_is_the_cheapest_agent_above_tau_per_kind():
+    from router.program import kind_policy
+    from router.swarm import AgentSpec, Swarm
+
+    swarm = Swarm([AgentSpec("small", 1.0), AgentSpec("big", 5.0)], "J/item", "big")
+    exs = [RoutingExample(f"e{i}", "t", "small", {}, {}, "easy", p_success={"small": 0.8, "big": 0.9})
+           for i in range(3)]
+    exs += [RoutingExample(f"g{i}", "t", "big", {}, {}, "gsm8k", p_success={"small": p, "big": 0.7})
+            for i, p in enumerate((0.1, 0.6, 0.2))]  # small's mean 0.3
+    assert kind_policy(exs, swarm, tau=0.5) == {"one_step_question": "small", "math_word_problem": "big"}
+    assert kind_policy(exs, swarm, tau=0.95) == {"one_step_question": "big", "math_word_problem": "big"}
+
+
+def test_kind_and_index_programs_save_and_load(tmp_path):
+    from router.program import RouterProgram, load_program, save_program
+    from router.swarm import AgentSpec, Swarm
+
+    swarm = Swarm([AgentSpec("small", 1.0), AgentSpec("big", 5.0)], "J/item", "big")
+    prog = RouterProgram(swarm, structure="kind", policy={"math_word_problem": "big", "one_step_question": "small"})
+    manifest = {"swarm": swarm.to_dict(), "agents": swarm.names, "rationale": False, "max_tokens": 24,
+                "max_chars": 600, "router_model": "m.gguf", "structure": "kind", "choice": "name",
+                "policy": prog.policy}
+    save_program(prog, tmp_path / "kind", manifest)
+    loaded, m = load_program(tmp_path / "kind")
+    assert loaded.structure == "kind" and loaded.policy == prog.policy
+    assert '"math_word_problem"' in loaded._lm_config["extra_body"]["grammar"]
+    idx = RouterProgram(swarm, choice="index")
+    assert idx.letters == {"A": "small", "B": "big"} and '"A" | "B"' in idx._lm_config["extra_body"]["grammar"]
