@@ -189,7 +189,7 @@ class KnnTauRouter:
         return lambda texts: vec.transform(texts).toarray()
 
 
-def llama_embedder(url: str, *, timeout: float = 60.0, max_chars: int = 2000):
+def llama_embedder(url: str, *, timeout: float = 60.0, max_chars: int = 600):
     """An ``embed`` function over llama-server's ``/embedding`` endpoint (a server started with --embeddings)."""
     import httpx
 

@@ -183,6 +183,29 @@ def _validate_router(cfg: SwarmConfig, base: Path) -> None:
         if cfg.router.kind == "program" and cfg.router_agent() is None:
             raise ConfigError("router.agent: a compiled program needs an agent to run it; set router.agent "
                               "or give one agent role: router")
+        _check_program_agents(cfg, prog)
+
+
+def _check_program_agents(cfg: SwarmConfig, prog: Path) -> None:
+    """A compiled program routes only between the agents it was compiled for: all of them must be agents of this
+    spec (read from its manifest.json or, for a TF-IDF router, its classes), or the spec is refused."""
+    import json
+
+    manifest = prog / "manifest.json" if prog.is_dir() else None
+    tfidf = prog if prog.is_file() else prog / "tfidf.json"
+    try:
+        if manifest is not None and manifest.is_file():
+            agents = json.loads(manifest.read_text()).get("agents") or []
+        elif tfidf.is_file():
+            agents = json.loads(tfidf.read_text()).get("classes") or []
+        else:
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"router.program: {prog}: unreadable manifest ({exc})") from None
+    missing = sorted(set(agents) - set(cfg.agents))
+    if missing:
+        raise ConfigError(f"router.program: {prog} was compiled for agents {missing} that this swarm does not have "
+                          f"(agents here: {', '.join(cfg.agents)}); compile the router on this swarm's agent names")
 
 
 def _validate_gpu_pins(cfg: SwarmConfig, a: AgentSpec, key: str) -> None:

@@ -285,3 +285,28 @@ def test_learned_router_paths(tmp_path, smollm2):
     assert code.agent in agents
     with pytest.raises(ConfigError, match=r"router\.program: .* has no tfidf\.json"):
         load(tmp_path, {**data, "router": {"program": ".", "kind": "tfidf"}})
+
+
+def test_a_program_compiled_for_another_swarm_is_refused_in_one_line(tmp_path, smollm2):
+    """The spec names the router program; every agent it was compiled for must be an agent of the spec."""
+    import json
+
+    from serving.swarm_config import load_swarm
+
+    prog = tmp_path / "prog"
+    prog.mkdir()
+    (prog / "manifest.json").write_text(json.dumps({"agents": ["tiny", "qwen@Q4_K_M"]}))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"""version: 1
+models_dir: {smollm2.parent}
+agents:
+  tiny: {{model: {smollm2.name}, role: router}}
+  big: {{model: {smollm2.name}}}
+router: {{program: prog}}
+""")
+    with pytest.raises(ConfigError) as err:
+        load_swarm(spec)
+    msg = str(err.value)
+    assert "\n" not in msg and "['qwen@Q4_K_M']" in msg and "agents here: tiny, big" in msg
+    (prog / "manifest.json").write_text(json.dumps({"agents": ["tiny", "big"]}))
+    assert load_swarm(spec).router.program == str(prog)
