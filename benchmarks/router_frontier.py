@@ -91,7 +91,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with start_router_server(_model(args.router_model), n_ctx=2048, parallel=2,
                              embeddings=True) as srv:
-        embed = llama_embedder(srv.url)
+        embed = cached(llama_embedder(srv.url), args.out / "embeddings-cache.npz")
         eknn = KnnTauRouter(train, sw.names, cost, embed, tau=args.tau, name="embed-knn")
         est = {ex.key: eknn.estimate(ex.task) for ex in test}
     print(f"embeddings: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -122,6 +122,27 @@ def main() -> int:
     print(json.dumps({k: summary[k] for k in ("best_router", "acc_ratio_vs_strongest",
                                               "energy_ratio_vs_strongest")}, default=float))
     return 0
+
+
+def cached(embed, path: Path):
+    """``embed`` with a disk cache keyed by the text's sha256 (a rerun of the script embeds nothing again)."""
+    import hashlib
+
+    import numpy as np
+
+    store = dict(np.load(path)) if path.is_file() else {}
+
+    def run(texts: list[str]):
+        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        todo = [(k, t) for k, t in zip(keys, texts, strict=True) if k not in store]
+        if todo:
+            for k, v in zip([k for k, _ in todo], embed([t for _, t in todo]), strict=True):
+                store[k] = v
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **store)
+        return np.vstack([store[k] for k in keys])
+
+    return run
 
 
 def _model(spec: str):

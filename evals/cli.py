@@ -47,8 +47,14 @@ def run(cfg: EvalConfig) -> None:
     from evals.runner import expand_models, run_eval
     from evals.task import load_task
 
+    from quantswarm.errors import QuantswarmError
+
     out = run_eval(cfg)
-    typer.echo(run_summary(out, [m.agent for m in expand_models(cfg.models)], [load_task(t).name for t in cfg.tasks]))
+    try:
+        agents = [m.agent for m in expand_models(cfg.models)]
+        typer.echo(run_summary(out, agents, [load_task(t).name for t in cfg.tasks]))
+    except QuantswarmError as exc:  # the rows are written; only the summary table could not be made
+        typer.echo(f"no accuracy summary: {exc}", err=True)
     typer.echo(f"results: {out} (full report: quantswarm eval report {out})")
 
 

@@ -225,7 +225,8 @@ def _plot(results: list[RouterResult], path: Path, meta: dict) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
     for r in results:
         marker = {"reference": "s", "baseline": "o", "program": "*"}.get(r.kind, "o")
-        ax1.errorbar(r.cost, r.accuracy, yerr=[[r.accuracy - r.accuracy_ci[0]], [r.accuracy_ci[1] - r.accuracy]],
+        ax1.errorbar(r.cost, r.accuracy, yerr=[[max(0.0, r.accuracy - r.accuracy_ci[0])],
+                                               [max(0.0, r.accuracy_ci[1] - r.accuracy)]],
                      fmt=marker, ms=10 if marker == "*" else 6, capsize=2)
         ax1.annotate(r.name, (r.cost, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if r.kind != "reference":

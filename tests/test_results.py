@@ -27,7 +27,29 @@ def test_round_trip_and_append(tmp_path):
     assert pd.isna(df.joules.iloc[0]) and df.joules.iloc[1] == 1.5
     assert str(df.timestamp.dt.tz) == "UTC"
     assert len(table.read(agent="b")) == 1
-    assert ("a", "abc", "t", "", "1") in table.done_keys()
+    assert ("a", "abc", "t", "", "1") in table.done_keys(("agent", "model_sha", "task", "task_version", "item_id"))
+    # the default identity also holds the decoding settings: seed, temperature, max_tokens, n_ctx
+    assert ("a", "abc", "t", "", "1", 0, 0.0, 0, 0) in table.done_keys()
+
+
+def test_parts_written_before_the_new_columns_read_back(tmp_path):
+    """A part of schema 1 (no temperature, max_tokens, n_ctx, finish_reason, choice_logprobs, data_source) reads
+    with their neutral values, and an old-style error row ("[error] ..." output) is not counted as answered."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quantswarm.results import ADDED, COLUMNS, SCHEMA, rows_to_frame
+
+    frame = rows_to_frame([ResultRow(run_id="r", agent="a", model_file="m", model_sha="s", quant="Q", task="t",
+                                     dataset="d", split="test", item_id=i, output=out, extracted="", gold="",
+                                     correct=False) for i, out in (("1", "fine"), ("2", "[error] timeout"))])
+    old = [c for c in COLUMNS if c not in ADDED]
+    table = pa.Table.from_pandas(frame[old], schema=pa.schema([SCHEMA.field(c) for c in old]), preserve_index=False)
+    (tmp_path / "t").mkdir()
+    pq.write_table(table, tmp_path / "t" / "part-0.parquet")
+    got = ResultsTable(tmp_path / "t").read()
+    assert got.finish_reason.tolist() == ["", ""] and (got.temperature == 0.0).all() and (got.n_ctx == 0).all()
+    assert {k[4] for k in ResultsTable(tmp_path / "t").done_keys()} == {"1"}
 
 
 def test_unknown_filter_column(tmp_path):
