@@ -46,7 +46,6 @@ def run(cfg: EvalConfig) -> None:
     from evals.report import run_summary
     from evals.runner import expand_models, run_eval
     from evals.task import load_task
-
     from quantswarm.errors import QuantswarmError
 
     out = run_eval(cfg)
