@@ -96,7 +96,7 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
     from quantswarm.results import versions_json
     from router.baselines import TfidfRouter
     from router.metric import KindMetric
-    from router.optimizers import optimizer_module
+    from router.optimizers import teleprompter
     from router.program import LenientChatAdapter, RouterProgram, kind_policy, save_program
     from router.router_lm import dspy_lm, resolve_router_model, start_router_server
 
@@ -137,8 +137,8 @@ def compile_router(config: RouterConfig, log=print) -> CompileResult:
         log(f"compiling with {config.optimizer} (seed {config.seed})")
         random.seed(config.seed)
         with dspy.context(lm=lm, adapter=LenientChatAdapter(swarm.names), max_errors=10**6):
-            compiled = optimizer_module(config.optimizer).run(student, trainset, devset, metric, config, lm,
-                                                              reflection_lm)
+            optimizer = teleprompter(config.optimizer, config, metric, lm, reflection_lm)
+            compiled = optimizer.compile(student, trainset=trainset, valset=devset)
         compiled.catch_parse_errors = True
         after, _ = score_program(compiled, devset, metric, lm, swarm, config.num_threads, "dev (compiled)")
     finally:

@@ -61,3 +61,22 @@ def test_router_lm_honours_max_tokens(smollm2, llama_server_bin):
         out = lm(messages=[{"role": "user", "content": "Write a long story about a dragon."}])
         assert isinstance(out[0], str)
         assert lm.history[-1]["usage"]["completion_tokens"] <= 5
+
+
+def test_every_optimizer_is_a_configured_teleprompter():
+    """The registry returns DSPy Teleprompters configured from the RouterConfig; compile takes data only."""
+    import inspect
+
+    import dspy
+    from dspy.teleprompt import Teleprompter
+
+    from router.metric import CostAwareMetric
+    from router.optimizers import MODULES, teleprompter
+    from router.router_config import RouterConfig
+
+    lm = dspy.LM("hosted_vllm/router", api_base="http://127.0.0.1:9/v1", api_key="local")
+    for name in MODULES:
+        tp = teleprompter(name, RouterConfig(optimizer=name), CostAwareMetric(), lm, lm)
+        assert isinstance(tp, Teleprompter), name
+        params = inspect.signature(tp.compile).parameters
+        assert "trainset" in params and "valset" in params, name

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dspy
 
 
-def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Example], metric, config,
-        lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.Module:
-    optimizer = dspy.BootstrapFewShotWithRandomSearch(
+def teleprompter(config, metric, lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.teleprompt.Teleprompter:
+    return dspy.BootstrapFewShotWithRandomSearch(
         metric=metric,
         max_bootstrapped_demos=config.max_demos,
         max_labeled_demos=config.max_demos,
@@ -16,4 +15,3 @@ def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Ex
         max_errors=10**6,
         metric_threshold=1.0,  # only demos that chose the labeled agent
     )
-    return optimizer.compile(student, trainset=trainset, valset=devset or None)

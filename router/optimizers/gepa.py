@@ -18,9 +18,8 @@ class FeedbackMetric:
         return dspy.Prediction(score=self.metric(gold, pred), feedback=self.metric.feedback(gold, chosen))
 
 
-def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Example], metric, config,
-        lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.Module:
-    optimizer = dspy.GEPA(
+def teleprompter(config, metric, lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.teleprompt.Teleprompter:
+    return dspy.GEPA(
         metric=FeedbackMetric(metric),
         max_metric_calls=config.gepa_max_metric_calls,
         reflection_lm=reflection_lm,
@@ -30,4 +29,3 @@ def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Ex
         seed=config.seed,
         add_format_failure_as_feedback=True,
     )
-    return optimizer.compile(student, trainset=trainset, valset=devset or None)

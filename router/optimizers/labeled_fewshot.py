@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dspy
 
+from router.optimizers import Bound
 
-def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Example], metric, config,
-        lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.Module:
-    return dspy.LabeledFewShot(k=config.max_demos).compile(student, trainset=trainset, sample=True)
+
+def teleprompter(config, metric, lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.teleprompt.Teleprompter:
+    return Bound(dspy.LabeledFewShot(k=config.max_demos), sample=True, use_valset=False)

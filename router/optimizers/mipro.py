@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dspy
 
+from router.optimizers import Bound
 
-def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Example], metric, config,
-        lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.Module:
+
+def teleprompter(config, metric, lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.teleprompt.Teleprompter:
     optimizer = dspy.MIPROv2(
         metric=metric,
         prompt_model=reflection_lm,
@@ -20,11 +21,6 @@ def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Ex
         metric_threshold=1.0,
         verbose=False,
     )
-    return optimizer.compile(
-        student,
-        trainset=trainset,
-        valset=devset or None,
-        seed=config.seed,
-        program_aware_proposer=False,  # the program's source does not fit a tiny router LM's context
-        view_data_batch_size=5,
-    )
+    return Bound(optimizer, seed=config.seed,
+                 program_aware_proposer=False,  # the program's source does not fit a tiny router LM's context
+                 view_data_batch_size=5)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import dspy
 
+from router.optimizers import Bound
 
-def run(student: dspy.Module, trainset: list[dspy.Example], devset: list[dspy.Example], metric, config,
-        lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.Module:
-    bsize = min(config.simba_bsize, len(trainset))
-    optimizer = dspy.SIMBA(
-        metric=metric,
-        bsize=bsize,
-        num_candidates=config.simba_candidates,
-        max_steps=config.simba_steps,
-        max_demos=config.max_demos,
-        prompt_model=reflection_lm,
-        num_threads=config.num_threads,
-    )
-    return optimizer.compile(student, trainset=trainset, seed=config.seed)
+
+class _Simba(Bound):
+    """SIMBA's mini-batch cannot be larger than the training set: sized when the data arrives."""
+
+    def __init__(self, config, metric, reflection_lm):
+        super().__init__(None, seed=config.seed, use_valset=False)
+        self.config, self.metric, self.reflection_lm = config, metric, reflection_lm
+
+    def compile(self, student, *, trainset, teacher=None, valset=None, **kwargs):
+        c = self.config
+        self.inner = dspy.SIMBA(metric=self.metric, bsize=min(c.simba_bsize, len(trainset)),
+                                num_candidates=c.simba_candidates, max_steps=c.simba_steps, max_demos=c.max_demos,
+                                prompt_model=self.reflection_lm, num_threads=c.num_threads)
+        return super().compile(student, trainset=trainset, valset=valset)
+
+
+def teleprompter(config, metric, lm: dspy.LM, reflection_lm: dspy.LM) -> dspy.teleprompt.Teleprompter:
+    return _Simba(config, metric, reflection_lm)
