@@ -113,15 +113,9 @@ class ChatTemplate:
         self._client = httpx.Client(base_url=url, timeout=timeout)
 
     def _post(self, path: str, body: dict) -> dict:
-        import httpx
+        from quantswarm.engine.server import post_json
 
-        try:
-            r = self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise PairError(f"llama-server {self.url}{path}: {type(exc).__name__}: {exc}") from None
-        if r.status_code != 200:
-            raise PairError(f"llama-server {self.url}{path} answered {r.status_code}: {r.text[:200]}")
-        return r.json()
+        return post_json(self._client, path, body)
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text llama.cpp's chat completion sends for ``messages`` (generation prompt added)."""

@@ -171,13 +171,7 @@ class LlamaServerEngine:
 
     # --- requests --------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
-        try:
-            r = self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise EngineError(f"llama-server {self.url}{path}: {type(exc).__name__}: {exc}") from None
-        if r.status_code != 200:
-            raise EngineError(f"llama-server {path} answered {r.status_code}: {r.text[:300]}")
-        return r.json()
+        return post_json(self._client, path, body)
 
     def _body(self, p: GenerationParams) -> dict:
         body = {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
@@ -215,6 +209,17 @@ class LlamaServerEngine:
     def metrics_text(self) -> str:
         r = self._client.get("/metrics")
         return r.text if r.status_code == 200 else ""
+
+
+def post_json(client: httpx.Client, path: str, body: dict) -> dict:
+    """POST ``body`` to a llama-server endpoint; its JSON answer, else EngineError with the status and message."""
+    try:
+        r = client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise EngineError(f"llama-server {client.base_url}{path}: {type(exc).__name__}: {exc}") from None
+    if r.status_code != 200:
+        raise EngineError(f"llama-server {path} answered {r.status_code}: {r.text[:300]}")
+    return r.json()
 
 
 def _completion(out: dict, text: str, latency: float) -> Completion:
