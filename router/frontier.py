@@ -97,8 +97,9 @@ def evaluate_decisions(test: list[RoutingExample], agents: list[str], cheapest: 
     labels = [ex.agent for ex in test]
 
     def figures(rows: np.ndarray, chosen: np.ndarray):
-        acc = p[rows, chosen].mean()
-        cost = c[rows, chosen].mean()
+        pick = chosen[rows]  # the router's decision for each resampled item
+        acc = p[rows, pick].mean()
+        cost = c[rows, pick].mean()
         a0, a1 = p[rows, ic].mean(), p[rows, is_].mean()
         c0, c1 = c[rows, ic].mean(), c[rows, is_].mean()
         x = (cost - c0) / (c1 - c0) if c1 != c0 else np.nan

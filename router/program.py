@@ -283,7 +283,10 @@ def load_router(program_dir: str | Path, api_base: str | None = None, *, n_ctx: 
     swarm = Swarm.from_dict(manifest["swarm"], f"{program_dir}/{MANIFEST}")
     engine = None
     if not api_base:
-        model = resolve_router_model(manifest["router_model"])
+        where = manifest["router_model"]
+        # compiled on another machine: find the same file (the sha256 check below proves it) by name
+        model = (resolve_router_model(where) if Path(where).is_file() or not manifest.get("router_model_file")
+                 else resolve_router_model("", manifest["router_model_file"]))
         want = manifest.get("router_model_sha", "")
         if want and sha256_file(model) != want:
             raise ConfigError(f"{model}: sha256 {sha256_file(model)} differs from the manifest's {want}; "

@@ -77,3 +77,12 @@ def test_kind_and_index_programs_save_and_load(tmp_path):
     assert '"math_word_problem"' in loaded._lm_config["extra_body"]["grammar"]
     idx = RouterProgram(swarm, choice="index")
     assert idx.letters == {"A": "small", "B": "big"} and '"A" | "B"' in idx._lm_config["extra_body"]["grammar"]
+
+
+def test_bootstrap_resamples_items_with_their_own_decisions():
+    """A router that is right on exactly the items it routes: its CI must contain its accuracy (the decision of a
+    resampled item is that item's decision, not the decision at the resample's position)."""
+    test = [_ex(str(i), {"cheap": float(i % 2), "strong": float(1 - i % 2)}, "cheap") for i in range(40)]
+    perfect = [["cheap" if i % 2 else "strong" for i in range(40)]]
+    (r,) = evaluate_decisions(test, ["cheap", "strong"], "cheap", "strong", {"perfect": perfect}, n_boot=300)
+    assert r.accuracy == 1.0 and r.accuracy_ci == (1.0, 1.0)
