@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from quantswarm.errors import QuantswarmError
 from quantswarm.text_table import format_table
@@ -150,12 +151,34 @@ def _add_stub(verb: str) -> None:
 _add_jobs()
 
 
+def _help_without_verb(group: TyperGroup) -> None:
+    """A group called without a verb prints its help and exits 0 (``no_args_is_help`` exits 2 with the help on
+    stderr, which reads as a failure to a newcomer typing ``quantswarm models``)."""
+    for sub in group.commands.values():
+        if isinstance(sub, TyperGroup):
+            _help_without_verb(sub)
+    parse = group.parse_args
+
+    def parse_args(ctx, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            text = ctx.get_help()  # typer's rich formatter prints the help itself and returns ""
+            if text:
+                typer.echo(text)
+            ctx.exit(0)
+        return parse(ctx, args)
+
+    group.parse_args = parse_args
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    command = typer.main.get_command(app)
+    if isinstance(command, TyperGroup):
+        _help_without_verb(command)
     try:
-        app()
+        command(prog_name="quantswarm")
     except QuantswarmError as exc:
         if debug:
             raise
