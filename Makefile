@@ -36,7 +36,7 @@ tools: install
 	$(QS) engine build --jobs $(JOBS)
 
 demo: install nats model tools
-	$(QS) eval demo --model $(MODEL)
+	$(QS) demo --model $(MODEL)
 
 test: install nats model tools
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q -ra tests

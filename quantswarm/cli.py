@@ -124,7 +124,7 @@ def doctor() -> None:
 
 # each job package's cli module exposes ``register(app)``, adding its verbs (thin wrappers)
 JOB_MODULES = {"evals.cli": ("eval",), "router.cli": ("router",), "repair.cli": ("repair",),
-               "serving.cli": ("serve", "bench", "monitor")}
+               "serving.cli": ("serve", "bench", "monitor"), "quantswarm_demo.cli": ("demo",)}
 
 
 def _add_jobs() -> None:
