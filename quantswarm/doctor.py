@@ -8,6 +8,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from quantswarm.energy import gpu_names, nvml_status
 from quantswarm.engine.build import TOOLS, find_tool
@@ -36,10 +37,17 @@ def run_checks() -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), f"{platform.python_version()} ({sys.executable})")]
     lcp = _dist("llama-cpp-python")
     if lcp:
-        import llama_cpp
-
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
-        checks.append(Check("llama-cpp-python", True, f"{lcp}, {'CUDA/GPU offload' if gpu else 'CPU-only'} build"))
+        try:
+            import llama_cpp
+        except (OSError, RuntimeError) as exc:  # installed with LLAMA_BUILD=OFF and not yet linked
+            checks.append(Check("llama-cpp-python", False, f"{lcp}, cannot load llama.cpp ({exc}): run "
+                                "`quantswarm engine build`, which builds it and links the binding to it"))
+        else:
+            gpu = bool(llama_cpp.llama_supports_gpu_offload())
+            lib = Path(llama_cpp.llama_cpp._lib._name)
+            origin = f"; library {lib.resolve().parent}" if lib.is_symlink() else ""
+            checks.append(Check("llama-cpp-python", True,
+                                f"{lcp}, {'CUDA/GPU offload' if gpu else 'CPU-only'} build{origin}"))
     else:
         checks.append(Check("llama-cpp-python", False, "not installed: `pip install -e .`"))
     for tool in TOOLS:
