@@ -5,7 +5,7 @@
 - ``route``: the spec's router (the compiled DSPy program run on the router agent, its TF-IDF
   baseline, or ``router.default_agent``) picks an agent for the last user message; a request
   naming an agent (``model``) skips it;
-- one node per agent (``agent:<name>``), reached by a conditional edge from ``route``, sends the
+- one node per agent (``agent/<name>``), reached by a conditional edge from ``route``, sends the
   chat request to that agent's OpenAI-compatible llama-server endpoint;
 - ``validate`` checks the answer with the gateway's hook (empty, malformed JSON when JSON was asked,
   Python that does not compile for a ``coder``); a conditional edge ends the run on a valid answer,
@@ -59,7 +59,7 @@ class GraphState(TypedDict, total=False):
 
 def node_name(agent: str) -> str:
     """The graph node of an agent."""
-    return f"agent:{agent}"
+    return f"agent/{agent}"
 
 
 def default_endpoints(cfg: SwarmConfig) -> dict[str, str]:
@@ -93,6 +93,9 @@ def build_graph(spec: SwarmConfig | str | Path, *, endpoints: dict[str, str] | N
     unknown = sorted(set(urls) - set(cfg.agents))
     if unknown:
         raise ConfigError(f"endpoints: {unknown} are not agents of the spec; agents: {', '.join(cfg.agents)}")
+    bad = [a for a in cfg.agents if ":" in a or "|" in a]
+    if bad:
+        raise ConfigError(f"agents: {bad}: LangGraph node names cannot hold ':' or '|'; rename the agents")
     if router is None:
         ra = cfg.router_agent()
         router = SwarmRouter(cfg, api_base=f"{urls[ra]}/v1" if ra else None)
