@@ -300,7 +300,8 @@ def ask(client, text: str, max_tokens: int) -> dict:
         raise ConfigError(f"gateway answered {r.status_code}: {r.text[:200]}")
     body = r.json()
     q = body["quantswarm"]
-    return {"request": _short(text, 34), "router chose": q["route"]["agent"], "answered by": body["model"],
+    return {"request": _short(text, 34), "router chose": q["route"]["agent"], "source": q["route"]["source"],
+            "answered by": body["model"],
             "route ms": f"{q['route']['latency_ms']:.0f}", "total ms": f"{ms:.0f}",
             "answer": _short(body["choices"][0]["message"]["content"], 40)}
 
