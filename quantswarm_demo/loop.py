@@ -16,10 +16,12 @@ Only public entry points of the jobs are used: ``make_ladder``, ``kld.measure``,
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -106,7 +108,12 @@ class DemoConfig:
         return self.root / "swarm.yaml"
 
     def agent(self, quant: str) -> str:
+        """The rung's agent in the eval results (``NAME@QUANT``, as a ladder folder names it)."""
         return f"{self.name}@{quant}"
+
+    def swarm_agent(self, quant: str) -> str:
+        """The rung's agent in the routing table, the router and the swarm (``NAME-QUANT``: spec names take no @)."""
+        return f"{self.name}-{quant}"
 
 
 Say = Callable[[str], None]
@@ -197,8 +204,8 @@ def stage_eval(cfg: DemoConfig, say: Say):
     return rep
 
 
-def accuracy_rows(rep, fidelity: dict) -> list[dict]:
-    """One row per rung: primary-filter accuracy per task with its CI, the paired change vs F16, KLD."""
+def accuracy_rows(rep, fidelity: dict, order: list[str] | None = None) -> list[dict]:
+    """One row per rung (in ``order``): primary-filter accuracy per task with its CI, the change vs F16, KLD."""
     acc = rep.accuracy[rep.accuracy.primary]
     pair = {(r.agent, r.task): r for r in rep.paired.itertuples()} if not rep.paired.empty else {}
     rows = []
@@ -212,8 +219,23 @@ def accuracy_rows(rep, fidelity: dict) -> list[dict]:
         f = fidelity.get(agent)
         row["KLD"] = "—" if f is None else f"{f.mean_kld:.4f}"
         rows.append(row)
-    order = {r["agent"]: i for i, r in enumerate(rows)}
-    return sorted(rows, key=lambda r: (r["made as"].split(" ")[0] != "F16", order[r["agent"]]))
+    rank = {a: i for i, a in enumerate(order or [])}
+    return sorted(rows, key=lambda r: (rank.get(r["agent"], len(rank)), r["agent"]))
+
+
+@contextmanager
+def models_in(folder: Path) -> Iterator[None]:
+    """``QUANTSWARM_MODELS`` set to ``folder`` meanwhile: where the router finds the rungs' GGUF files to price
+    them by size (log-probability rows carry no latency, so every agent is priced as bits/weight x parameters)."""
+    old = os.environ.get("QUANTSWARM_MODELS")
+    os.environ["QUANTSWARM_MODELS"] = str(folder.resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("QUANTSWARM_MODELS", None)
+        else:
+            os.environ["QUANTSWARM_MODELS"] = old
 
 
 def stage_labels(cfg: DemoConfig, say: Say) -> Path:
@@ -222,11 +244,13 @@ def stage_labels(cfg: DemoConfig, say: Say) -> Path:
     from router.labels import load_labeled
     from router.router_config import RouterConfig
 
-    agents = [cfg.agent(q) for q in cfg.quants]
+    names = {cfg.agent(q): cfg.swarm_agent(q) for q in cfg.quants}
     frame = ResultsTable(cfg.results_dir).read(source="eval")
+    frame = frame[frame.agent.isin(list(names))].assign(agent=lambda f: f.agent.map(names))
     shutil.rmtree(cfg.routing_dir, ignore_errors=True)
-    ResultsTable(cfg.routing_dir).append(frame[frame.agent.isin(agents)])
-    data = load_labeled(RouterConfig(results=str(cfg.routing_dir)))
+    ResultsTable(cfg.routing_dir).append(frame)
+    with models_in(cfg.ladder_dir):
+        data = load_labeled(RouterConfig(results=str(cfg.routing_dir)))
     counts: dict[str, int] = {}
     for ex in data.examples:
         counts[ex.agent] = counts.get(ex.agent, 0) + 1
@@ -244,9 +268,10 @@ def stage_compile(cfg: DemoConfig, rungs: list, say: Say):
     from router.router_config import RouterConfig
 
     router_rung = next(r for r in rungs if r.quant == cfg.router_quant)
-    res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer,
-                                      router_model=router_rung.path, out=str(cfg.router_dir), n_ctx=2048,
-                                      num_threads=2), log=lambda m: say(f"  {m}"))
+    with models_in(cfg.ladder_dir):
+        res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer,
+                                          router_model=router_rung.path, out=str(cfg.router_dir), n_ctx=2048,
+                                          num_threads=2), log=lambda m: say(f"  {m}"))
     say(f"router: {res.out} ({res.optimizer}; dev score {res.dev_score_before:.2f} -> {res.dev_score_after:.2f}, "
         f"{res.n_train} train / {res.n_dev} dev items)")
     return res
@@ -275,11 +300,12 @@ def write_spec(cfg: DemoConfig, rungs: list) -> Path:
     base = free_port_block(len(swarm) + 1)
     spec = {
         "version": 1,
-        "agents": {cfg.agent(r.quant): {"model": str(Path(r.path).resolve()), "n_ctx": 2048, "parallel": 2,
-                                        "n_threads": 1, "role": "router" if r.quant == cfg.router_quant else "general"}
+        "agents": {cfg.swarm_agent(r.quant): {"model": str(Path(r.path).resolve()), "n_ctx": 2048, "parallel": 2,
+                                              "n_threads": 1,
+                                              "role": "router" if r.quant == cfg.router_quant else "general"}
                    for r in swarm},
-        "router": {"program": str(cfg.router_dir.resolve()), "agent": cfg.agent(cfg.router_quant)},
-        "fallback": [cfg.agent(r.quant) for r in swarm],
+        "router": {"program": str(cfg.router_dir.resolve()), "agent": cfg.swarm_agent(cfg.router_quant)},
+        "fallback": [cfg.swarm_agent(r.quant) for r in swarm],
         "vram": {"budget_mib": 0},
         "gateway": {"port": base + len(swarm)},
         "workers": {"start_port": base, "log_dir": str((cfg.root / "logs").resolve())},
@@ -375,7 +401,7 @@ def run_demo(cfg: DemoConfig | None = None, say: Say = _say) -> dict:
         fidelity = stage_kld(cfg, rungs, say)
     with _Stage(say, 3, n, f"accuracy: {cfg.gsm8k_items} GSM8K + {cfg.mmlu_items} MMLU items per rung"):
         rep = stage_eval(cfg, say)
-        say(_table(accuracy_rows(rep, fidelity)))
+        say(_table(accuracy_rows(rep, fidelity, [cfg.agent(r.quant) for r in rungs])))
     with _Stage(say, 4, n, "routing labels from those results"):
         stage_labels(cfg, say)
     with _Stage(say, 5, n, f"router compiled with {cfg.optimizer}"):

@@ -34,7 +34,7 @@ def test_demo_runs_the_loop(tmp_path, smollm2, llama_server_bin, monkeypatch):
     assert [r["agent"] for r in rows][0] == "smollm2@F16" and len(rows) == 3
     assert out["compiled"].optimizer == "labeled" and (cfg.router_dir / "program.json").is_file()
     served = out["served"]
-    assert len(served) == 2 and all(r["router chose"] in ("smollm2@Q8_0", "smollm2@Q2_K") for r in served)
+    assert len(served) == 2 and all(r["router chose"] in ("smollm2-Q8_0", "smollm2-Q2_K") for r in served)
     assert all(r["source"] == "router" for r in served)  # the compiled router decided, not the default
     assert "LangGraph supervisor" in text
     assert all(p.exists() for p in out["where"].values()), out["where"]
