@@ -78,6 +78,13 @@ class DemoConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: set a positive number")
         if not self.requests:
             raise ConfigError("requests: give at least one request")
+        from router.router_config import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:  # caught here, not minutes later at the compile stage
+            raise ConfigError(f"optimizer={self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        for q in self.quants:
+            if not q.replace("_", "").isalnum():
+                raise ConfigError(f"quants: {q!r} is not a llama.cpp quant type such as Q4_K_M")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -154,7 +161,7 @@ def stage_ladder(cfg: DemoConfig, say: Say) -> list:
     from quantswarm.registry import CATALOGUE, fetch, resolve_model
 
     src = fetch(cfg.model, try_hub=False) if cfg.model in CATALOGUE else resolve_model(cfg.model)
-    rungs = make_ladder(src, cfg.ladder_dir, cfg.quants)
+    rungs = make_ladder(src, cfg.ladder_dir, cfg.quants)  # checks every quant name before quantizing
     say(_table([{"agent": cfg.agent(r.quant), "made as": r.reference, "bits/weight": f"{r.bits_per_weight:.2f}",
                  "MiB": f"{r.size_bytes / 2**20:.1f}"} for r in rungs]))
     return rungs

@@ -13,7 +13,18 @@ def test_config_refuses_what_cannot_run():
         DemoConfig(quants=("Q8_0", "Q2_K"), router_quant="Q4_0")
     with pytest.raises(ConfigError, match="at least two rungs"):
         DemoConfig(quants=("Q8_0",))
-    assert DemoConfig(quants=("q8_0", "q2_k"), router_quant="q8_0").agent("Q8_0") == "smollm2@Q8_0"
+    with pytest.raises(ConfigError, match="optimizer='labelled': choose one of labeled"):
+        DemoConfig(optimizer="labelled")
+    cfg = DemoConfig(quants=("q8_0", "q2_k"), router_quant="q8_0")
+    assert cfg.agent("Q8_0") == "smollm2@Q8_0" and cfg.swarm_agent("Q2_K") == "smollm2-Q2_K"
+
+
+def test_misspelled_quant_fails_before_any_work(tmp_path, smollm2):
+    from quantswarm_demo.loop import stage_ladder
+
+    with pytest.raises(ConfigError, match="Q4_K_N"):
+        stage_ladder(DemoConfig(model=str(smollm2), quants=("Q8_0", "Q4_K_N"), out=str(tmp_path)), lambda _m: None)
+    assert not list(tmp_path.glob("ladder/*.gguf"))
 
 
 @pytest.mark.slow
