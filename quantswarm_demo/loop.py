@@ -206,7 +206,7 @@ def stage_eval(cfg: DemoConfig, say: Say):
 
     run_eval(EvalConfig(models=[f"{cfg.name}={cfg.ladder_dir}"], tasks=[GSM8K, MMLU],
                         task_limits={GSM8K: cfg.gsm8k_items, MMLU: cfg.mmlu_items}, source="shipped",
-                        results=str(cfg.results_dir), parallel=cfg.parallel, n_ctx=1536, max_tokens=cfg.max_tokens))
+                        results=str(cfg.results_dir), parallel=cfg.parallel, n_ctx=3072, max_tokens=cfg.max_tokens))
     rep = write_report(cfg.results_dir)
     return rep
 
