@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -U pip wheel
 	@# torch first: the CPU build this machine kind ships (a plain torch pulls CUDA wheels)
 	$(PY) -m pip install -q torch==2.13.0
-	@echo "installing quantswarm (llama-cpp-python compiles once per machine; pip caches the wheel)"
-	$(PY) -m pip install -q -e '.[dev]'
+	@# llama.cpp is compiled once, by `engine build`: llama-cpp-python installs without its own copy
+	@# (LLAMA_BUILD=OFF) and loads the shared libraries built beside the tools
+	@echo "installing quantswarm (llama-cpp-python without its own llama.cpp build)"
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF $(CMAKE_ARGS)" $(PY) -m pip install -q -e '.[dev]'
+	$(QS) engine build --jobs $(JOBS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,7 +39,7 @@ tools: install
 	$(QS) engine build --jobs $(JOBS)
 
 demo: install nats model tools
-	$(QS) eval demo --model $(MODEL)
+	$(QS) demo --model $(MODEL)
 
 test: install nats model tools
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q -ra tests

@@ -5,8 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from quantswarm.engine import BACKENDS
 from quantswarm.errors import ConfigError
+
+
+def _task_name(entry: str) -> str:
+    """The name a task entry runs under: a shipped task's name, or the ``task`` key of a YAML path."""
+    from evals.task import task_names
+
+    p = Path(entry)
+    if not p.suffix:
+        if entry not in task_names():
+            raise ConfigError(f"tasks: unknown task {entry!r}; known: {', '.join(task_names())} (or give a YAML path)")
+        return entry
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"tasks: {entry}: cannot read this task YAML ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+        raise ConfigError(f"tasks: {entry}: a task YAML needs a string `task` key")
+    return data["task"]
 
 
 @dataclass
@@ -84,12 +104,22 @@ class EvalConfig:
             raise ConfigError("temperature must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit must be >= 1 (or None for all items)")
+        names = {entry: _task_name(entry) for entry in self.tasks}
+        known = set(names.values())
+        limits = {}
         for k, v in self.task_limits.items():
+            name = names.get(k, k)
+            if name not in known:
+                raise ConfigError(f"task_limits: {k!r} is not one of the tasks being run ({', '.join(sorted(known))}); "
+                                  "fix the name or add the task")
             if v < 1:
                 raise ConfigError(f"task_limits[{k}] must be >= 1")
+            limits[name] = v
+        self.task_limits = limits
         if self.source not in ("auto", "local", "hub", "shipped"):
             raise ConfigError(f"source must be auto, local, hub or shipped, not {self.source!r}")
         self.results = str(Path(self.results))
 
     def limit_for(self, task: str) -> int | None:
+        """Items to run of ``task`` (its own limit, else the common one)."""
         return self.task_limits.get(task, self.limit)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import platform
 import shutil
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from quantswarm.energy import gpu_names, nvml_status
 from quantswarm.engine.build import TOOLS, find_tool
@@ -36,10 +37,17 @@ def run_checks() -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), f"{platform.python_version()} ({sys.executable})")]
     lcp = _dist("llama-cpp-python")
     if lcp:
-        import llama_cpp
-
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
-        checks.append(Check("llama-cpp-python", True, f"{lcp}, {'CUDA/GPU offload' if gpu else 'CPU-only'} build"))
+        try:
+            import llama_cpp
+        except (OSError, RuntimeError) as exc:  # installed with LLAMA_BUILD=OFF and not yet linked
+            checks.append(Check("llama-cpp-python", False, f"{lcp}, cannot load llama.cpp ({exc}): run "
+                                "`quantswarm engine build`, which builds it and links the binding to it"))
+        else:
+            gpu = bool(llama_cpp.llama_supports_gpu_offload())
+            lib = Path(llama_cpp.llama_cpp._lib._name)
+            origin = f"; library {lib.resolve().parent}" if lib.is_symlink() else ""
+            checks.append(Check("llama-cpp-python", True,
+                                f"{lcp}, {'CUDA/GPU offload' if gpu else 'CPU-only'} build{origin}"))
     else:
         checks.append(Check("llama-cpp-python", False, "not installed: `pip install -e .`"))
     for tool in TOOLS:
@@ -52,13 +60,17 @@ def run_checks() -> list[Check]:
     nats = shutil.which("nats-server")
     checks.append(Check("nats-server", nats is not None, nats or "missing: `apt-get install nats-server` (bus off)",
                         required=False))
-    for mod, why in (("dspy", "router"), ("trl", "repair"), ("peft", "repair"), ("torch", "repair"),
-                     ("nats", "bus client"), ("fastapi", "gateway"), ("gguf", "model registry")):
-        try:
-            m = importlib.import_module(mod)
-            checks.append(Check(mod, True, f"{getattr(m, '__version__', '?')} ({why})"))
-        except Exception as exc:
-            checks.append(Check(mod, False, f"{type(exc).__name__}: {exc} ({why} off)", required=False))
+    # installed, found without importing: importing torch, trl and dspy takes seconds on a small CPU
+    for mod, dist, why in (("dspy", "dspy", "router"), ("trl", "trl", "repair"), ("peft", "peft", "repair"),
+                           ("torch", "torch", "repair"), ("nats", "nats-py", "bus client"),
+                           ("fastapi", "fastapi", "gateway"), ("gguf", "gguf", "model registry"),
+                           ("langgraph", "langgraph", "graph supervisor")):
+        found = importlib.util.find_spec(mod) is not None
+        ver = _dist(dist)
+        if found:
+            checks.append(Check(mod, True, f"{ver or '?'} ({why})"))
+        else:
+            checks.append(Check(mod, False, f"not installed ({why} off)", required=False))
     d = data_dir()
     checks.append(Check("data", True, f"{d} (full benchmarks)" if d else "shipped samples only (set QUANTSWARM_DATA)",
                         required=False))

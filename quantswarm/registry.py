@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from quantswarm.errors import ModelFileError, QuantswarmError
+from quantswarm.info_cache import cached_info
 from quantswarm.paths import models_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -208,7 +209,9 @@ def inspect_gguf(path: str | Path) -> ModelInfo:
         if f.read(4) != GGUF_MAGIC:
             raise ModelFileError(f"{p}: not a GGUF file (bad magic bytes)")
     st = p.stat()
-    return _inspect_cached(str(p.resolve()), st.st_mtime, st.st_size)
+    resolved = str(p.resolve())
+    return cached_info(resolved, st.st_size, st.st_mtime_ns,
+                       lambda: _inspect_cached(resolved, st.st_mtime, st.st_size))
 
 
 def sha256_file(path: str | Path, prefix: int | None = 16) -> str:

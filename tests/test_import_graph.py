@@ -10,6 +10,7 @@ ALLOWED = {
     "router": {"quantswarm", "router"},
     "repair": {"quantswarm", "evals", "repair"},
     "serving": {"quantswarm", "router", "serving"},
+    "quantswarm_demo": {"quantswarm", "evals", "router", "serving", "quantswarm_demo"},  # drives all jobs
 }
 
 

@@ -4,6 +4,11 @@ The llama-cpp-python source package vendors llama.cpp; building its ``llama-serv
 ``llama-quantize``, ``llama-imatrix``, ``llama-perplexity`` and ``llama-batched-bench`` from
 there keeps the tools and the Python binding on the same llama.cpp commit. Binaries are cached
 per version and backend under ``<cache>/llama.cpp/<version>-<cpu|cuda>/bin``.
+
+llama.cpp is compiled once: the tools are linked against shared ``libllama``/``libggml*`` libraries
+kept beside them, and a llama-cpp-python installed without its own copy (``CMAKE_ARGS=-DLLAMA_BUILD=OFF``,
+as ``make install`` does) is pointed at those libraries by links in its ``llama_cpp/lib`` folder. A
+binding that compiled its own libraries is left alone.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ def _sdist(source: Path | None) -> Path:
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         res = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-d", tmp,
+            # only the binding as source: with `:all:`, pip also builds the sdist's build requirements from
+            # source to read its metadata (3.6 min instead of 10 s on a 2-core machine without a pip cache)
+            [sys.executable, "-m", "pip", "download", "--no-binary", "llama-cpp-python", "--no-deps", "-d", tmp,
              f"llama-cpp-python=={ver}"],
             capture_output=True, text=True,
         )
@@ -128,15 +135,18 @@ def build_tools(
     if backend not in ("cpu", "cuda"):
         raise EngineError(f"backend must be auto, cpu or cuda, not {backend!r}")
     out = bin_dir(backend)
-    if not force and all((out / t).exists() for t in TOOLS):
+    if not force and all((out / t).exists() for t in TOOLS) and (out / "libllama.so").exists():
         log(f"llama.cpp tools already built: {out}")
+        link_binding(out, log)
         return out
     tree = source_tree(source)
     build = tree / f"build-{backend}"
     args = [
         "cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
-        "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF",
+        "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+        # shared libllama/libggml beside the tools (found through $ORIGIN), also loaded by the Python binding
+        "-DBUILD_SHARED_LIBS=ON", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN",
     ]
     if shutil.which("ninja"):
         args += ["-G", "Ninja"]
@@ -148,10 +158,49 @@ def build_tools(
     log(f"building {', '.join(TOOLS)} with {jobs} jobs (minutes on a small machine; log: {build}.log)")
     _run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TOOLS], Path(f"{build}.log"))
     out.mkdir(parents=True, exist_ok=True)
+    for lib in shared_libs(build / "bin"):
+        (out / lib.name).unlink(missing_ok=True)
+        shutil.copy2(lib, out / lib.name, follow_symlinks=False)  # libllama.so -> libllama.so.0 -> ...
     for t in TOOLS:
         shutil.copy2(build / "bin" / t, out / t)
     log(f"built: {out}")
+    link_binding(out, log)
     return out
+
+
+def shared_libs(folder: Path) -> list[Path]:
+    """llama.cpp's shared libraries in a folder (versioned names and their links)."""
+    return sorted(p for p in folder.glob("lib*.so*") if p.name.startswith(("libllama", "libggml", "libmtmd")))
+
+
+def binding_lib_dir() -> Path | None:
+    """The installed llama-cpp-python's ``llama_cpp/lib`` folder, found without importing the binding."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "lib"
+
+
+def link_binding(libs: Path, log=print) -> bool:
+    """Point a llama-cpp-python installed without its own libraries at the ones in ``libs``; True if linked.
+
+    A binding holding libraries it compiled itself (regular files) is left as it is.
+    """
+    target = binding_lib_dir()
+    if target is None:
+        return False
+    own = [p for p in target.glob("lib*.so*") if not p.is_symlink()] if target.is_dir() else []
+    if own:
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("lib*.so*"):
+        old.unlink()
+    for lib in shared_libs(libs):
+        (target / lib.name).symlink_to(lib.resolve())
+    log(f"llama-cpp-python now loads llama.cpp from {libs} (links in {target})")
+    return True
 
 
 def _run(args: list[str], logfile: Path) -> None:
