@@ -161,8 +161,10 @@ def build_tools(
     for lib in shared_libs(build / "bin"):
         (out / lib.name).unlink(missing_ok=True)
         shutil.copy2(lib, out / lib.name, follow_symlinks=False)  # libllama.so -> libllama.so.0 -> ...
-    for t in TOOLS:
-        shutil.copy2(build / "bin" / t, out / t)
+    for t in TOOLS:  # copy then rename: a tool still running from the old build keeps its file ("text file busy")
+        tmp = out / f".{t}.new"
+        shutil.copy2(build / "bin" / t, tmp)
+        os.replace(tmp, out / t)
     log(f"built: {out}")
     link_binding(out, log)
     return out
