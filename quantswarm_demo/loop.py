@@ -233,7 +233,7 @@ def accuracy_rows(rep, fidelity: dict, order: list[str] | None = None) -> list[d
 @contextmanager
 def models_in(folder: Path) -> Iterator[None]:
     """``QUANTSWARM_MODELS`` set to ``folder`` meanwhile: where the router finds the rungs' GGUF files to price
-    them by size (log-probability rows carry no latency, so every agent is priced as bits/weight x parameters)."""
+    them by size (bits/weight x parameters: latencies measured on a shared CPU would reorder them run to run)."""
     old = os.environ.get("QUANTSWARM_MODELS")
     os.environ["QUANTSWARM_MODELS"] = str(folder.resolve())
     try:
@@ -257,7 +257,7 @@ def stage_labels(cfg: DemoConfig, say: Say) -> Path:
     shutil.rmtree(cfg.routing_dir, ignore_errors=True)
     ResultsTable(cfg.routing_dir).append(frame)
     with models_in(cfg.ladder_dir):
-        data = load_labeled(RouterConfig(results=str(cfg.routing_dir)))
+        data = load_labeled(RouterConfig(results=str(cfg.routing_dir), cost_basis="size"))
     counts: dict[str, int] = {}
     for ex in data.examples:
         counts[ex.agent] = counts.get(ex.agent, 0) + 1
@@ -276,7 +276,7 @@ def stage_compile(cfg: DemoConfig, rungs: list, say: Say):
 
     router_rung = next(r for r in rungs if r.quant == cfg.router_quant)
     with models_in(cfg.ladder_dir):
-        res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer,
+        res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer, cost_basis="size",
                                           router_model=router_rung.path, out=str(cfg.router_dir), n_ctx=2048,
                                           num_threads=2), log=lambda m: say(f"  {m}"))
     say(f"router: {res.out} ({res.optimizer}; dev score {res.dev_score_before:.2f} -> {res.dev_score_after:.2f}, "
