@@ -24,8 +24,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quantswarm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from evals.kld import Fidelity
+    from evals.ladder import Rung
+    from evals.report import Report
+    from router.compiler import CompileResult
 
 GSM8K = "gsm8k_cot_zeroshot"
 MMLU = "mmlu_logprob"
@@ -155,7 +164,7 @@ def _table(rows: list[dict]) -> str:
 # --- stages -----------------------------------------------------------------------------------
 
 
-def stage_ladder(cfg: DemoConfig, say: Say) -> list:
+def stage_ladder(cfg: DemoConfig, say: Say) -> list[Rung]:
     """The reference (F16 from the published quant) and every rung; cached by the source's sha256."""
     from evals.ladder import make_ladder
     from quantswarm.registry import CATALOGUE, fetch, resolve_model
@@ -184,7 +193,7 @@ def heldout_text(path: Path, min_chars: int) -> Path:
     return path
 
 
-def stage_kld(cfg: DemoConfig, rungs: list, say: Say) -> dict:
+def stage_kld(cfg: DemoConfig, rungs: list[Rung], say: Say) -> dict[str, Fidelity]:
     """Mean KLD and top-1 agreement of each rung against F16 (llama-perplexity) on held-out text."""
     from evals.kld import measure
 
@@ -198,7 +207,7 @@ def stage_kld(cfg: DemoConfig, rungs: list, say: Say) -> dict:
     return {f.agent: f for f in fid}
 
 
-def stage_eval(cfg: DemoConfig, say: Say):
+def stage_eval(cfg: DemoConfig, say: Say) -> Report:
     """GSM8K + MMLU on every rung (the same seeded items), then the report files."""
     from evals.eval_config import EvalConfig
     from evals.report import write_report
@@ -211,7 +220,7 @@ def stage_eval(cfg: DemoConfig, say: Say):
     return rep
 
 
-def accuracy_rows(rep, fidelity: dict, order: list[str] | None = None) -> list[dict]:
+def accuracy_rows(rep: Report, fidelity: dict[str, Fidelity], order: list[str] | None = None) -> list[dict]:
     """One row per rung (in ``order``): primary-filter accuracy per task with its CI, the change vs F16, KLD."""
     acc = rep.accuracy[rep.accuracy.primary]
     pair = {(r.agent, r.task): r for r in rep.paired.itertuples()} if not rep.paired.empty else {}
@@ -233,7 +242,7 @@ def accuracy_rows(rep, fidelity: dict, order: list[str] | None = None) -> list[d
 @contextmanager
 def models_in(folder: Path) -> Iterator[None]:
     """``QUANTSWARM_MODELS`` set to ``folder`` meanwhile: where the router finds the rungs' GGUF files to price
-    them by size (log-probability rows carry no latency, so every agent is priced as bits/weight x parameters)."""
+    them by size (bits/weight x parameters: latencies measured on a shared CPU would reorder them run to run)."""
     old = os.environ.get("QUANTSWARM_MODELS")
     os.environ["QUANTSWARM_MODELS"] = str(folder.resolve())
     try:
@@ -257,7 +266,7 @@ def stage_labels(cfg: DemoConfig, say: Say) -> Path:
     shutil.rmtree(cfg.routing_dir, ignore_errors=True)
     ResultsTable(cfg.routing_dir).append(frame)
     with models_in(cfg.ladder_dir):
-        data = load_labeled(RouterConfig(results=str(cfg.routing_dir)))
+        data = load_labeled(RouterConfig(results=str(cfg.routing_dir), cost_basis="size"))
     counts: dict[str, int] = {}
     for ex in data.examples:
         counts[ex.agent] = counts.get(ex.agent, 0) + 1
@@ -269,14 +278,14 @@ def stage_labels(cfg: DemoConfig, say: Say) -> Path:
     return cfg.routing_dir
 
 
-def stage_compile(cfg: DemoConfig, rungs: list, say: Say):
+def stage_compile(cfg: DemoConfig, rungs: list[Rung], say: Say) -> CompileResult:
     """The router program compiled on those labels, run on the router rung's model."""
     from router.compiler import compile_router
     from router.router_config import RouterConfig
 
     router_rung = next(r for r in rungs if r.quant == cfg.router_quant)
     with models_in(cfg.ladder_dir):
-        res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer,
+        res = compile_router(RouterConfig(results=str(cfg.routing_dir), optimizer=cfg.optimizer, cost_basis="size",
                                           router_model=router_rung.path, out=str(cfg.router_dir), n_ctx=2048,
                                           num_threads=2), log=lambda m: say(f"  {m}"))
     say(f"router: {res.out} ({res.optimizer}; dev score {res.dev_score_before:.2f} -> {res.dev_score_after:.2f}, "
@@ -298,7 +307,7 @@ def free_port_block(n: int) -> int:
     raise ConfigError("no block of free loopback ports for the swarm")
 
 
-def write_spec(cfg: DemoConfig, rungs: list) -> Path:
+def write_spec(cfg: DemoConfig, rungs: list[Rung]) -> Path:
     """The swarm spec: one agent per rung (router rung with role router), the compiled program, a fallback
     chain from the fewest bits to the most."""
     import yaml
@@ -323,7 +332,7 @@ def write_spec(cfg: DemoConfig, rungs: list) -> Path:
     return cfg.spec_path
 
 
-def ask(client, text: str, max_tokens: int) -> dict:
+def ask(client: httpx.Client, text: str, max_tokens: int) -> dict:
     """One ``model="auto"`` request through the gateway: route, agent, latency, answer."""
     t0 = time.perf_counter()
     r = client.post("/v1/chat/completions", json={"model": "auto", "max_tokens": max_tokens,
@@ -353,7 +362,7 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def stage_serve(cfg: DemoConfig, rungs: list, say: Say) -> list[dict]:
+def stage_serve(cfg: DemoConfig, rungs: list[Rung], say: Say) -> list[dict]:
     """Load the swarm, send the requests through its gateway (and one through the LangGraph supervisor)."""
     import httpx
 

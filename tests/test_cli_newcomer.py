@@ -82,10 +82,13 @@ def test_gguf_metadata_is_read_once_per_file_version(smollm2, tmp_path):
 
 
 def test_models_list_and_inspect_read_the_cache(smollm2, tmp_path):
-    env = {"QUANTSWARM_CACHE": str(tmp_path / "cache"), "QUANTSWARM_MODELS": str(smollm2.parent)}
-    assert qs("models", "inspect", str(smollm2), **env).returncode == 0  # fills the cache
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / smollm2.name).symlink_to(smollm2)
+    env = {"QUANTSWARM_CACHE": str(tmp_path / "cache"), "QUANTSWARM_MODELS": str(models)}
+    assert "gguf" in loaded_after(["models", "list"], ("gguf",), **env)  # reads the file once, fills the cache
     assert "gguf" not in loaded_after(["models", "list"], ("gguf",), **env)
-    assert "gguf" not in loaded_after(["models", "inspect", str(smollm2)], ("gguf",), **env)
+    assert "gguf" not in loaded_after(["models", "inspect", str(models / smollm2.name)], ("gguf",), **env)
 
 
 def test_misspelled_task_limit_is_an_error(smollm2):
