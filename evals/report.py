@@ -50,8 +50,8 @@ def pick_reference(frame: pd.DataFrame, reference: str | None) -> str:
 
 
 TRUNCATION_FROM_FINISH = "share of answers that stopped at the max_tokens cap (finish_reason `length`)"
-TRUNCATION_ESTIMATED = ("share of answers with completion_tokens >= the max_tokens used (the table has no "
-                        "finish_reason column, so this is estimated from token counts)")
+TRUNCATION_ESTIMATED = ("share of answers with completion_tokens >= the max_tokens used (no row records a "
+                        "finish_reason, so this is estimated from token counts)")
 TRUNCATION_MIXED = ("share of answers that stopped at the max_tokens cap (finish_reason `length`; for rows "
                     "without a finish_reason, estimated as completion_tokens >= the max_tokens used)")
 NOT_GENERATED = ("error", "logprob")  # finish reasons of rows that have no generated answer to cut off
@@ -166,7 +166,7 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
     ref = pick_reference(frame, reference)
     blocks = read_blocks(results)
     acc = accuracy_table(frame, blocks)
-    _, truncation = truncated_flags(frame.head(0), blocks)
+    _, truncation = truncated_flags(frame, blocks)
     pair = paired_table(frame, ref)
     speed = speed_table(blocks)
     fid = read_fidelity(results)
@@ -206,7 +206,7 @@ def run_summary(results: str | Path, agents: list[str] | None = None, tasks: lis
         return f"no eval rows in {results} for these models and tasks"
     blocks = read_blocks(results)
     acc = accuracy_table(frame, blocks)
-    _, truncation = truncated_flags(frame.head(0), blocks)
+    _, truncation = truncated_flags(frame, blocks)
     rows = [{"agent": r.agent, "task": r.task, "filter": r["filter"] + ("*" if r.primary else ""), "n": r.n,
              "accuracy": f"{r.accuracy:.3f}", "95% CI": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", "errors": r.errors,
              "truncated": _fmt(r.truncated)} for _, r in acc.sort_values(["task", "agent", "filter"]).iterrows()]

@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from quantswarm.cli_jobs import JobsGroup
+from quantswarm.cli_jobs import JobsGroup, help_without_verb
 from quantswarm.errors import QuantswarmError
 from quantswarm.text_table import format_table
 
@@ -169,25 +169,6 @@ def _take_flag(*names: str) -> bool:
     return found
 
 
-def _help_without_verb(group: TyperGroup) -> None:
-    """A group called without a verb prints its help and exits 0 (``no_args_is_help`` exits 2 with the help on
-    stderr, which reads as a failure to a newcomer typing ``quantswarm models``)."""
-    for sub in group.commands.values():
-        if isinstance(sub, TyperGroup):
-            _help_without_verb(sub)
-    parse = group.parse_args
-
-    def parse_args(ctx, args: list[str]) -> list[str]:
-        if not args and not ctx.resilient_parsing:
-            text = ctx.get_help()  # typer's rich formatter prints the help itself and returns ""
-            if text:
-                typer.echo(text)
-            ctx.exit(0)
-        return parse(ctx, args)
-
-    group.parse_args = parse_args
-
-
 def main() -> None:
     debug = _take_flag("--debug")
     configure_output(_take_flag("--verbose"))
@@ -195,7 +176,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     command = typer.main.get_command(app)
     if isinstance(command, TyperGroup):
-        _help_without_verb(command)
+        help_without_verb(command)
     try:
         command(prog_name="quantswarm")
     except QuantswarmError as exc:

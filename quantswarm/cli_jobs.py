@@ -65,4 +65,24 @@ class JobsGroup(TyperGroup):
         app = typer.Typer()
         register(app)
         group = self._groups[ep.value] = typer.main.get_group(app)
+        help_without_verb(group)
         return group
+
+
+def help_without_verb(group: TyperGroup) -> None:
+    """A group called without a verb prints its help and exits 0 (``no_args_is_help`` exits 2 with the help on
+    stderr, which reads as a failure to a newcomer typing ``quantswarm models``)."""
+    for sub in group.commands.values():
+        if isinstance(sub, TyperGroup):
+            help_without_verb(sub)
+    parse = group.parse_args
+
+    def parse_args(ctx, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            text = ctx.get_help()  # typer's rich formatter prints the help itself and returns ""
+            if text:
+                typer.echo(text)
+            ctx.exit(0)
+        return parse(ctx, args)
+
+    group.parse_args = parse_args

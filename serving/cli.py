@@ -12,7 +12,7 @@ SPEC_HELP = "Swarm spec YAML (e.g. data/swarms/cpu-demo.yaml)"
 
 
 def register(app: typer.Typer) -> None:
-    from serving.bench import BenchConfig  # here, not at import: serving.bench loads numpy and the results table
+    from serving.bench_config import BenchConfig  # light: serving.bench itself loads numpy and the results table
 
     monitor_app = typer.Typer(help="GPU monitor: sample NVML to CSV, plot it, sum its energy.", no_args_is_help=True)
     app.add_typer(monitor_app, name="monitor")

@@ -23,7 +23,7 @@ def declared() -> dict[str, str]:
 
 def test_declared_entry_points_name_register_functions():
     eps = declared()
-    assert set(eps) == {"eval", "router", "repair", "serve", "bench", "monitor"}
+    assert set(eps) == {"eval", "router", "repair", "serve", "bench", "monitor", "demo"}
     for verb, target in eps.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), verb

@@ -79,7 +79,7 @@ def test_eval_run_prints_accuracy_and_truncation(smollm2, tmp_path):
     assert sorted(r[2] for r in gsm) == ["flexible*", "strict"] and len(mmlu) == 1
     assert all(r[3] == "2" and r[-1] == "1.000" for r in gsm)  # 8-token answers: every one hit the cap
     assert mmlu[0][-1] == "n/a"
-    assert any(TRUNCATION_ESTIMATED in ln for ln in lines)
+    assert any(TRUNCATION_FROM_FINISH in ln for ln in lines)  # the runner records each answer's finish_reason
     assert lines[-1] == f"results: {tmp_path / 'res'} (full report: quantswarm eval report {tmp_path / 'res'})"
 
 
