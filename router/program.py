@@ -99,8 +99,8 @@ def agent_grammar(names: list[str], field: str = "agent") -> str:
     instead of continuing the task (which it otherwise does on long math or exam prompts).
     """
     alternatives = " | ".join(json.dumps(n) for n in names)
-    return (f'root ::= "[[ ## {field} ## ]]\\n" value "\\n\\n[[ ## completed ## ]]"\n'
-            f"value ::= {alternatives}\n")
+    return (f'root ::= "[[ ## {field} ## ]]\\n" {field} "\\n\\n[[ ## completed ## ]]"\n'
+            f"{field} ::= {alternatives}\n")
 
 
 class LenientChatAdapter(ChatAdapter):

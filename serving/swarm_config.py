@@ -188,18 +188,15 @@ def _validate_router(cfg: SwarmConfig, base: Path) -> None:
 
 def _check_program_agents(cfg: SwarmConfig, prog: Path) -> None:
     """A compiled program routes only between the agents it was compiled for: all of them must be agents of this
-    spec (read from its manifest.json or, for a TF-IDF router, its classes), or the spec is refused."""
+    spec (read from its manifest.json), or the spec is refused. (A TF-IDF baseline, ``kind: tfidf``, keeps the
+    documented fallback: a class that is no agent here goes to the default agent.)"""
     import json
 
-    manifest = prog / "manifest.json" if prog.is_dir() else None
-    tfidf = prog if prog.is_file() else prog / "tfidf.json"
+    manifest = prog / "manifest.json"
+    if cfg.router.kind != "program" or not manifest.is_file():
+        return
     try:
-        if manifest is not None and manifest.is_file():
-            agents = json.loads(manifest.read_text()).get("agents") or []
-        elif tfidf.is_file():
-            agents = json.loads(tfidf.read_text()).get("classes") or []
-        else:
-            return
+        agents = json.loads(manifest.read_text()).get("agents") or []
     except (OSError, ValueError) as exc:
         raise ConfigError(f"router.program: {prog}: unreadable manifest ({exc})") from None
     missing = sorted(set(agents) - set(cfg.agents))
