@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -293,26 +292,14 @@ def stage_compile(cfg: DemoConfig, rungs: list[Rung], say: Say) -> CompileResult
     return res
 
 
-def free_port_block(n: int) -> int:
-    """A base port with ``n`` consecutive free loopback ports, below the kernel's ephemeral range."""
-    from serving.workers import port_free
-
-    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randint(20000, max(20000 + n, low - n - 1))
-        if all(port_free("127.0.0.1", base + i) for i in range(n)):
-            return base
-    raise ConfigError("no block of free loopback ports for the swarm")
-
-
 def write_spec(cfg: DemoConfig, rungs: list[Rung]) -> Path:
     """The swarm spec: one agent per rung (router rung with role router), the compiled program, a fallback
     chain from the fewest bits to the most."""
     import yaml
 
     swarm = sorted((r for r in rungs if not r.is_reference), key=lambda r: r.bits_per_weight)
+    from serving.workers import free_port_block
+
     base = free_port_block(len(swarm) + 1)
     spec = {
         "version": 1,

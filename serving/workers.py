@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantswarm.engine.server import LlamaServerEngine
-from quantswarm.errors import EngineError, QuantswarmError
+from quantswarm.errors import ConfigError, EngineError, QuantswarmError
 from serving.planner import MIB, AgentPlan, VramPlan, is_oom
 from serving.swarm_config import AgentSpec, SwarmConfig
 
@@ -57,6 +57,21 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """A base port with ``n`` consecutive free ports, below the kernel's ephemeral range: a port in that range can be
+    taken by any outgoing connection (health checks make many) between this check and the bind."""
+    import random
+
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randint(20000, max(20000 + n, low - n - 1))
+        if all(port_free(host, base + i) for i in range(n)):
+            return base
+    raise ConfigError(f"no block of {n} free ports on {host} below {low}")
 
 
 def process_memory_mib(pid: int) -> tuple[float | None, str]:

@@ -9,7 +9,6 @@ import asyncio
 import copy
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,23 +28,10 @@ from serving.natsd import LocalNats
 from serving.quants import quantize
 from serving.swarm import Swarm
 from serving.swarm_config import load_swarm
-from serving.workers import port_free
+from serving.workers import free_port_block as free_block  # noqa: F401 - shared with the bus and gateway tests
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_TOKENS = 4
-
-
-def free_block(n: int) -> int:
-    """A base port with ``n`` consecutive free loopback ports, below the kernel's ephemeral range: a port in that
-    range can be taken by any outgoing connection (the health checks make many) between this check and the bind."""
-    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randint(20000, max(20000 + n, low - n - 1))
-        if all(port_free("127.0.0.1", base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no free port block")
 
 
 @pytest.fixture(scope="module")
