@@ -140,10 +140,8 @@ class RowContext:
 
 
 def _rows(ctx: RowContext, item: Item, messages, answer: Answer, seed: int) -> list[ResultRow]:
-    error = answer.finish_reason == "error"
-    scored = [] if error else ctx.task.score(answer.output, item, allow_code_execution=ctx.allow_code_execution)
-    if error:
-        scored = [r for r in ctx.task.score("", item, allow_code_execution=False)]
+    error = answer.finish_reason == "error"  # scored as an empty answer: every filter reads nothing
+    scored = ctx.task.score("" if error else answer.output, item, allow_code_execution=ctx.allow_code_execution)
     prompt = json.dumps(messages)
     return [
         ResultRow(

@@ -105,10 +105,10 @@ class Task:
         if self.method == "code":
             from evals.sandbox import humaneval_program, run_program
 
+            if not output.strip():  # nothing to run (an engine error row, an empty answer)
+                return [FilterResult(p.name, INVALID, False, p.name == self.primary_filter) for p in self.pipelines]
             if not allow_code_execution:
                 raise ConfigError(f"task {self.name} executes model-written code; pass allow_code_execution")
-            if not output.strip():
-                return [FilterResult(p.name, INVALID, False, p.name == self.primary_filter) for p in self.pipelines]
             program = humaneval_program(item.question, output, item.extra.get("test", ""),
                                         item.extra.get("entry_point", ""))
             res = run_program(program)

@@ -58,3 +58,11 @@ def test_code_task_needs_explicit_opt_in():
     with pytest.raises(ConfigError, match="executes model-written code"):
         task.score("    return a + b\n", item)
     assert task.score("    return a + b\n", item, allow_code_execution=True)[0].correct
+
+
+def test_an_empty_code_answer_scores_invalid_without_running_anything():
+    """An engine error row is scored as an empty answer: no code to run, so no opt-in is needed to score it."""
+    task = load_task("humaneval_pass1")
+    item = Item("humaneval", "test", "t/0", PROMPT, "", extra={"test": TEST, "entry_point": "add"})
+    (r,) = task.score("", item)
+    assert not r.correct and r.extracted == "[invalid]"
