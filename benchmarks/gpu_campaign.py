@@ -85,7 +85,7 @@ class Campaign:
             self.status[name] = {"ok": True, "seconds": round(time.monotonic() - t0, 1)}
             log(f"== {name} done in {time.monotonic() - t0:.0f} s")
             return value
-        except BaseException as exc:  # noqa: BLE001 - every stage's failure is recorded, the others go on
+        except Exception as exc:  # noqa: BLE001 - every stage's failure is recorded, the others go on (Ctrl-C stops the run)
             self.status[name] = {"ok": False, "seconds": round(time.monotonic() - t0, 1),
                                  "error": f"{type(exc).__name__}: {exc}"[:2000]}
             log(f"== {name} FAILED after {time.monotonic() - t0:.0f} s: {type(exc).__name__}: {exc}")
