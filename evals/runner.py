@@ -192,12 +192,32 @@ def block_params(cfg: EvalConfig, task: Task) -> GenerationParams:
                    top_p=g.top_p if cfg.top_p is None else cfg.top_p)
 
 
+CHARS_PER_TOKEN = 3.0  # measured 3.6-4.8 characters per token on GSM8K/MMLU/HumanEval prompts (Qwen2.5's tokenizer)
+TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers and separators of a chat template
+
+
+def context_needed(tasks: list[Task], data: dict[str, tuple], cfg: EvalConfig) -> tuple[int, str]:
+    """Context tokens per slot that fit the longest prompt of the items to answer plus the task's max_tokens,
+    estimated from characters (``CHARS_PER_TOKEN``, a floor, so the estimate errs long) and rounded up to 256;
+    returns (tokens, the task that needs them)."""
+    need, which = 0, ""
+    for t in tasks:
+        items, pool = data[t.name][0], data[t.name][1]
+        longest = max((sum(len(m["content"]) for m in msgs) / CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_MESSAGE * len(msgs)
+                       for msgs in (t.messages(it, t.fewshot_items(it, pool)) for it in items)), default=0)
+        tokens = math.ceil((longest + block_params(cfg, t).max_tokens) / 256) * 256
+        if tokens > need:
+            need, which = tokens, t.name
+    return need, which
+
+
 def run_eval(cfg: EvalConfig) -> Path:
     """Evaluate every model on every task; returns the results table directory.
 
     Each item is answered ``cfg.repeats`` times (seeds ``seed .. seed+repeats-1``). An item whose answer is
     already in the table with the same identity (agent, model sha, task version, seed, temperature, max_tokens,
-    n_ctx) is skipped; an answer that errored is retried.
+    n_ctx) is skipped; an answer that errored is retried. ``cfg.n_ctx`` per slot is raised, with a note on stderr,
+    when the longest prompt plus max_tokens would not fit (``context_needed``): a 5-shot MMLU prompt reaches ~3k tokens.
     """
     from quantswarm.loaders import resolve_source
 
@@ -215,6 +235,11 @@ def run_eval(cfg: EvalConfig) -> Path:
         items = t.load_items(cfg.limit_for(t.name), cfg.seed, cfg.data_dir, cfg.source, split=cfg.split)
         where = str(resolve_source(t.dataset, cfg.split or t.split, cfg.data_dir, cfg.source))
         data[t.name] = (items, t.load_fewshot_pool(cfg.data_dir, cfg.source), where)
+    need, which = context_needed(tasks, data, cfg)
+    n_ctx = max(cfg.n_ctx, need)
+    if n_ctx > cfg.n_ctx:
+        print(f"note: n_ctx per slot raised from {cfg.n_ctx} to {n_ctx}: the longest {which} prompt plus max_tokens "
+              f"needs about {need} tokens", file=sys.stderr)
     done = table.done_keys()
     tally = _Tally()
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
@@ -229,7 +254,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             p = block_params(cfg, t)
             todo[t.name] = [(it, s) for s in seeds for it in data[t.name][0]
                             if (model.agent, sha, t.name, t.version, it.item_id, s, p.temperature, p.max_tokens,
-                                cfg.n_ctx) not in done]
+                                n_ctx) not in done]
         if not any(todo.values()):
             if cfg.progress:
                 print(f"{model.agent}: all items already in {cfg.results} with these settings, skipped")
@@ -237,7 +262,7 @@ def run_eval(cfg: EvalConfig) -> Path:
         engine = open_engine(
             model.path,
             backend=cfg.backend,
-            n_ctx=cfg.n_ctx,
+            n_ctx=n_ctx,
             parallel=cfg.parallel,
             n_gpu_layers=cfg.n_gpu_layers,
             n_threads=cfg.n_threads,
@@ -249,7 +274,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks)})
             for task in tasks:
                 if todo[task.name]:
-                    ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), cfg.n_ctx,
+                    ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), n_ctx,
                                      data[task.name][2], device, versions, cfg.allow_code_execution)
                     _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1], tally)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI

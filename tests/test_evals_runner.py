@@ -5,7 +5,8 @@ from pathlib import Path
 from evals.eval_config import EvalConfig
 from evals.ladder import read_ladder
 from evals.report import write_report
-from evals.runner import run_eval
+from evals.runner import context_needed, run_eval
+from evals.task import load_task
 from quantswarm.registry import inspect_gguf
 from quantswarm.results import ResultsTable
 
@@ -84,11 +85,19 @@ def test_replicas_errors_repeats_and_row_identity(smollm2, tmp_path, llama_serve
     assert len(sampled) == 8 and set(sampled.seed) == {0, 1}
 
 
-def test_mmlu_choice_logprobs_are_a_typed_column(smollm2, tmp_path, llama_server_bin):
+def test_mmlu_choice_logprobs_are_a_typed_column(smollm2, tmp_path, llama_server_bin, capsys):
+    """Also: a 5-shot prompt longer than the requested n_ctx raises the slot's context (noted on stderr) instead of
+    failing every long item with a 400 from llama-server."""
     res = tmp_path / "res"
-    run_eval(EvalConfig(models=[f"smol={smollm2}"], tasks=["mmlu_logprob"], limit=2, source="shipped",
-                        results=str(res), backend="llama-server", parallel=1, n_ctx=2048, progress=False))
+    cfg = EvalConfig(models=[f"smol={smollm2}"], tasks=["mmlu_logprob"], limit=2, source="shipped",
+                     results=str(res), backend="llama-server", parallel=1, n_ctx=256, progress=False)
+    run_eval(cfg)
     df = ResultsTable(res).read()
+    task = load_task("mmlu_logprob")
+    items, pool = task.load_items(2, 0, None, "shipped"), task.load_fewshot_pool(None, "shipped")
+    need, which = context_needed([task], {task.name: (items, pool)}, cfg)
+    assert which == "mmlu_logprob" and need > 256 and need % 256 == 0
+    assert (df.n_ctx == need).all() and "n_ctx per slot raised from 256" in capsys.readouterr().err
     for _, row in df.iterrows():
         lp = dict(row.choice_logprobs)
         assert set(lp) <= set("ABCD") and lp and row.output == max(lp, key=lp.get)
