@@ -41,7 +41,7 @@ PRESETS = {
     "h200": {
         "n_gsm8k": 250, "n_mmlu": 250, "n_humaneval": 164, "n_easy": 250, "repeats": 3, "temperature": 0.7,
         "parallel": 16, "replicas": 2, "n_threads": 2, "label_max_tokens": 384, "cal_items": 64,
-        "repair_train_items": 600, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
+        "repair_train_items": 1000, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
         "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 384,
         "repair_gold_fallback": False,
         "train_frac": 0.27, "dev_frac": 0.07, "max_train": 48, "max_dev": 32, "latency_items": 200,
@@ -208,9 +208,11 @@ class Campaign:
 
     # --- 4. repair -----------------------------------------------------------------------------------------
     def repair(self) -> dict:
-        """The repair pipeline's stages, with one set of pairs and several training configurations: each trained
-        adapter deployed as a GGUF LoRA over the unchanged quantized GGUF, the first also merged and requantized;
-        all proven together against before and reference on the same held-out items."""
+        """The repair pipeline's stages, with one set of pairs and several training configurations, pipelined on
+        one GPU: before and reference are evaluated on the held-out items while the failures are mined and the
+        quantized weights dequantized; each trained adapter is exported (GGUF LoRA over the unchanged quantized
+        GGUF; the first also merged and requantized) and evaluated while the next one trains. All deployments are
+        then compared against before and reference on the same items (``repair.prove``)."""
         from dataclasses import asdict, replace
 
         from quantswarm.registry import inspect_gguf
@@ -218,46 +220,95 @@ class Campaign:
         from repair.dpo_trainer import train_dpo
         from repair.export import export_repaired
         from repair.pipeline import announce_schedule, degraded_agent, mine_and_pair, training_weights, write_summary
-        from repair.prove import RepairReport, prove, verdict_all
+        from repair.prove import RepairReport, evaluate_deployment, prove, verdict_all
         from repair.repair_config import RepairConfig
 
         rlog = lambda m: log(f"repair: {m}")  # noqa: E731
         ref = Path(self.repair_reference)
+        p = self.p
         cfg = RepairConfig(
             agent=str(ref), quant=self.args.repair_quant, out_dir=str(self.out / "repair"),
-            backend="llama-server", data_dir=self.args.data_dir or "", train_items=self.p["repair_train_items"],
-            samples_k=self.p["repair_k"], sample_temperature=0.7, gold_fallback=self.p["repair_gold_fallback"],
-            max_tokens=self.p["repair_max_tokens"],
+            backend="llama-server", data_dir=self.args.data_dir or "", train_items=p["repair_train_items"],
+            samples_k=p["repair_k"], sample_temperature=0.7, gold_fallback=p["repair_gold_fallback"],
+            max_tokens=p["repair_max_tokens"],
             loss_type="sigmoid,sft", beta=0.1, learning_rate=5e-5, epochs=2.0, batch_size=8, grad_accum=2,
-            max_minutes=self.p["repair_max_minutes"], eval_items=self.p["repair_eval_items"],
-            mmlu_items=self.p["repair_mmlu_items"], parallel=self.p["repair_parallel"], warmup_ratio=0.1,
-            replicas=self.p["repair_replicas"], n_threads=self.p["n_threads"], max_length=1024, n_ctx=2048,
+            max_minutes=p["repair_max_minutes"], eval_items=p["repair_eval_items"],
+            mmlu_items=p["repair_mmlu_items"], parallel=p["repair_parallel"], warmup_ratio=0.1,
+            replicas=p["repair_replicas"], n_threads=p["n_threads"], max_length=1024, n_ctx=2048,
             deploy="both", train_on="quantized")
         stem = ref.name.removesuffix(".gguf")
         agent = degraded_agent(cfg, ref, stem, rlog)
-        base_dir = training_weights(cfg, ref, agent, rlog)
         before = f"{stem}@{cfg.quant}"
-        pairs = mine_and_pair(cfg, before, agent, ref, rlog)
-        rlog(f"pairs: {json.dumps(pairs.summary())}")
-        variants = {"rpo": cfg, "dpo": replace(cfg, loss_type="sigmoid"),
-                    "sft": replace(cfg, loss_type="sft", learning_rate=1e-4)}
-        models: dict[str, tuple] = {"before": (before, str(agent))}
+        run_id = new_run_id("repair-prove")
+        models: dict[str, tuple] = {"before": (before, str(agent)),
+                                    "reference": (f"{stem}@{inspect_gguf(ref).file_type}", str(ref))}
+        pool = ThreadPoolExecutor(8)
+        jobs: dict[str, object] = {}
+
+        def evaluate(role: str) -> None:
+            agent_name, path, *lora = models[role]
+            t0 = time.monotonic()
+            evaluate_deployment(cfg, agent_name, path, lora[0] if lora else None, run_id, progress=False)
+            rlog(f"proof rows of {role} done in {time.monotonic() - t0:.0f} s")
+
+        for role in ("before", "reference"):  # independent of the training: they share the GPU with the mining
+            jobs[role] = pool.submit(evaluate, role)
+        weights = pool.submit(training_weights, cfg, ref, agent, rlog)
+        try:
+            pairs = mine_and_pair(cfg, before, agent, ref, rlog)
+            rlog(f"pairs: {json.dumps(pairs.summary())}")
+            base_dir = weights.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        variants = {"rpo": cfg, "sft": replace(cfg, loss_type="sft", learning_rate=1e-4),
+                    "dpo": replace(cfg, loss_type="sigmoid")}
         training, files = {}, {}
-        for name, vcfg in variants.items():
-            announce_schedule(vcfg, len(pairs.pairs), rlog)
-            t = train_dpo(vcfg, pairs, base_dir, cfg.out / f"adapter-{name}", log=rlog)
-            t.save(cfg.out / f"train_result-{name}.json")
-            training[name] = {k: v for k, v in asdict(t).items() if k != "history"} | {
-                "loss_type": vcfg.loss_type, "learning_rate": vcfg.learning_rate, "beta": vcfg.beta,
-                "epochs": vcfg.epochs}
+
+        def export_and_evaluate(name: str) -> None:
             f = export_repaired(base_dir, cfg.out / f"adapter-{name}", cfg.out / f"export-{name}", f"{stem}-{name}",
                                 cfg.quant, merged=name == "rpo", log=rlog)
             files[name] = {k: str(v) for k, v in f.items()}
+            roles = [f"{name}_lora"]
             models[f"{name}_lora"] = (f"{stem}-{name}-lora@{cfg.quant}", str(agent), str(f["lora"]))
             if "quant" in f:
                 models[f"{name}_merged"] = (f"{stem}-{name}-merged@{cfg.quant}", str(f["quant"]))
-        models["reference"] = (f"{stem}@{inspect_gguf(ref).file_type}", str(ref))
-        gsm, mmlu = prove(cfg, models, new_run_id("repair-prove"), log=rlog)
+                roles.append(f"{name}_merged")
+            with ThreadPoolExecutor(len(roles)) as inner:
+                for fut in [inner.submit(evaluate, r) for r in roles]:
+                    fut.result()
+
+        failed: dict[str, str] = {}
+
+        def failure(name: str, exc: Exception) -> None:
+            failed[name] = f"{type(exc).__name__}: {exc}"[:500]
+            rlog(f"{name} FAILED: {failed[name]}")
+
+        try:
+            for name, vcfg in variants.items():
+                announce_schedule(vcfg, len(pairs.pairs), rlog)
+                try:
+                    t = train_dpo(vcfg, pairs, base_dir, cfg.out / f"adapter-{name}", log=rlog)
+                except Exception as exc:  # noqa: BLE001 - one configuration's failure leaves the others to try
+                    failure(name, exc)
+                    continue
+                t.save(cfg.out / f"train_result-{name}.json")
+                training[name] = {k: v for k, v in asdict(t).items() if k != "history"} | {
+                    "loss_type": vcfg.loss_type, "learning_rate": vcfg.learning_rate, "beta": vcfg.beta,
+                    "epochs": vcfg.epochs}
+                jobs[name] = pool.submit(export_and_evaluate, name)
+            for name, job in jobs.items():
+                try:
+                    job.result()
+                except Exception as exc:  # noqa: BLE001 - one deployment's failure leaves the others to compare
+                    failure(name, exc)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if "before" in failed or "reference" in failed:
+            raise RuntimeError(f"the proof's baselines failed: {failed}")
+        order = ["before"] + [r for r in models if r not in ("before", "reference")] + ["reference"]
+        models = {r: models[r] for r in order if not any(r.startswith(f) for f in failed)}
+        gsm, mmlu = prove(cfg, models, run_id, log=rlog, progress=False)  # every row is there: compares only
         report = RepairReport(agent=stem, quant=cfg.quant, models={r: " + ".join(m[1:]) for r, m in models.items()},
                               gsm8k=gsm, mmlu=mmlu, pairs=pairs.summary(), training=training,
                               files={"results": cfg.results, **{f"{k}_{n}": v for k, d in files.items()
@@ -265,8 +316,10 @@ class Campaign:
                               verdict=verdict_all(gsm, mmlu))
         report.save(cfg.out)
         summary = write_summary(report, cfg, cfg.out / "summary.json")
+        if failed:
+            (cfg.out / "failed.json").write_text(json.dumps(failed, indent=2) + "\n")
         rlog(report.verdict)
-        return {"verdict": report.verdict, "deploy": summary["deploy"]}
+        return {"verdict": report.verdict, "deploy": summary["deploy"], "failed": failed}
 
     # --- 5. router -----------------------------------------------------------------------------------------
     def router(self) -> dict:

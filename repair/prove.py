@@ -150,32 +150,42 @@ def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
     return head
 
 
+def proof_limits(cfg: RepairConfig) -> dict[str, int]:
+    """Task -> held-out items of the proof: ``cfg.eval_items`` of ``cfg.task``, ``cfg.mmlu_items`` of MMLU."""
+    return {cfg.task: cfg.eval_items, **({cfg.mmlu_task: cfg.mmlu_items} if cfg.mmlu_items else {})}
+
+
+def evaluate_deployment(cfg: RepairConfig, agent: str, path: str, lora: str | None, run_id: str,
+                        progress: bool = True) -> None:
+    """One model of the proof (a GGUF, optionally with a GGUF LoRA over it) on the proof's held-out items, into
+    ``cfg.results``; rows already there with the same identity are kept, so ``prove`` after this only compares."""
+    limits = proof_limits(cfg)
+    run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=list(limits), task_limits=limits, seed=cfg.seed,
+                        backend=cfg.backend, parallel=cfg.parallel, replicas=cfg.replicas, n_ctx=cfg.n_ctx,
+                        n_threads=cfg.n_threads, progress=progress,
+                        n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
+                        run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {}))
+
+
 def prove(cfg: RepairConfig, models: dict[str, tuple], run_id: str,
-          log: Callable[[str], None] = print) -> tuple[dict[str, Comparison], dict[str, Comparison]]:
+          log: Callable[[str], None] = print, progress: bool = True,
+          ) -> tuple[dict[str, Comparison], dict[str, Comparison]]:
     """Evaluate the models (role -> (agent, path[, lora])) on held-out items, each deployment against before and
     reference; returns ({deployment: GSM8K comparison}, {deployment: MMLU comparison})."""
-    tasks = [cfg.task] + ([cfg.mmlu_task] if cfg.mmlu_items else [])
-    limits = {cfg.task: cfg.eval_items, **({cfg.mmlu_task: cfg.mmlu_items} if cfg.mmlu_items else {})}
+    limits = proof_limits(cfg)
+    tasks = list(limits)
     log(f"evaluating {', '.join(models)} on {', '.join(f'{t} ({limits[t]})' for t in tasks)}")
     if not cfg.data_dir:
         log("note: no data_dir set: the loaders' default data is used (see the data_source column)")
-
-    def evaluate(agent: str, path: str, lora: str | None) -> None:
-        run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=tasks, task_limits=limits, seed=cfg.seed,
-                            backend=cfg.backend, parallel=cfg.parallel, replicas=cfg.replicas, n_ctx=cfg.n_ctx,
-                            n_threads=cfg.n_threads,
-                            n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
-                            run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {}))
-
     specs = [(agent, path, (lora or [None])[0]) for agent, path, *lora in models.values()]
     if cfg.backend == "llama-server" and len(specs) > 1:
         # one llama-server per model, all at once: a small model leaves most of a GPU idle
         with ThreadPoolExecutor(len(specs)) as pool:
-            for future in [pool.submit(evaluate, *s) for s in specs]:
+            for future in [pool.submit(evaluate_deployment, cfg, *s, run_id, progress) for s in specs]:
                 future.result()
     else:
         for s in specs:
-            evaluate(*s)
+            evaluate_deployment(cfg, *s, run_id, progress)
     table = ResultsTable(cfg.results)
     out: list[dict[str, Comparison]] = []
     for t in tasks:
