@@ -1,109 +1,194 @@
-"""Eval throughput: the project's concurrent runner vs a sequential client, same model, same GSM8K items.
+"""Eval throughput: the runner against llama-batched-bench at the same total parallelism, in one run.
 
-Runs the same N GSM8K items (seeded subset, greedy) twice through ``evals.runner.run_eval``:
-once with the llama-server backend and ``--parallel`` slots (continuous batching, as many client
-threads), once with the in-process llama-cpp-python backend and one context (a sequential
-client). Prints a table (items/s, generated tok/s, their ratios) and writes JSON.
+For each total parallelism P (default 16, 32, 64), on one model and one device:
 
-    .venv/bin/python benchmarks/eval_throughput.py --model PATH.gguf --items 64 --parallel 16 \
-        --data-dir DATA --out benchmarks/results/eval_throughput-gpu.json
+* ``llama-batched-bench`` (``-npp 128 -ntg 256 -npl P``): S_TG, the generation speed of P sequences decoded in
+  lockstep with no sampling, HTTP or scoring: the ceiling a serving stack can approach;
+* the eval runner (``evals.runner.run_eval`` on GSM8K test items, greedy, ``--max-tokens`` 256, ``items-per-slot x
+  P`` items) in the layouts of ``--layouts``: ``1xP`` (one llama-server with P slots), ``Rx16`` (R = P/16 servers
+  of 16 slots, items spread over them by least-busy dispatch), each optionally with ``+bs`` (llama-server
+  ``--backend-sampling``: the sampler runs on the GPU).
 
-Wall time counts the answering of the items only (the runner's block wall time, engine start
-excluded); the engine's load time is given apart.
+Generated tok/s of a runner layout = completion tokens / the block's wall time (engine start excluded). Outputs of
+two greedy layouts are compared item by item: ``off_vs_off`` (two CPU-sampling layouts) is the noise floor of
+batched greedy decoding, against which ``+bs`` vs its CPU-sampling twin is read.
+
+    python benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir DATA \\
+        --out benchmarks/results/gpu/DATE-h200-eval-throughput
+
+Writes ``summary.json`` (``tok_s`` and ``ratio_vs_batched_bench`` per P: the best runner layout, ``gpu``, ``date``,
+every layout's figures), ``table.md`` and ``batched-bench.txt`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from evals.eval_config import EvalConfig
-from evals.runner import run_eval
-from quantswarm.energy import device_label
-from quantswarm.registry import resolve_model, sha256_file
-from quantswarm.results import ResultsTable
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-REPO = Path(__file__).resolve().parent.parent
+from evals.eval_config import EvalConfig  # noqa: E402
+from evals.runner import run_eval  # noqa: E402
+from quantswarm.energy import device_label  # noqa: E402
+from quantswarm.engine.build import require_tool  # noqa: E402
+from quantswarm.registry import resolve_model, sha256_file  # noqa: E402
+from quantswarm.results import ResultsTable  # noqa: E402
+from quantswarm.text_table import markdown_table  # noqa: E402
+
 TASK = "gsm8k_cot_zeroshot"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|" + r"\s*([\d.]+)\s*\|" * 6)
 
 
-def _mode(name: str, model: Path, args, backend: str, parallel: int, results: Path) -> dict:
-    cfg = EvalConfig(models=[f"{name}={model}"], tasks=[TASK], limit=args.items, seed=args.seed,
-                     results=str(results), backend=backend, parallel=parallel, n_ctx=args.n_ctx,
-                     n_gpu_layers=args.n_gpu_layers, data_dir=args.data_dir, max_tokens=args.max_tokens,
-                     run_id=f"throughput-{name}")
+def parse_batched_bench(text: str) -> dict[int, dict[str, float]]:
+    """llama-batched-bench's table → {B (parallel sequences): {pp, tg, n_kv, t_pp, s_pp, t_tg, s_tg, t, s}}
+    (times in s, speeds in tok/s). Raises ValueError when the output holds no table row."""
+    out = {}
+    for line in text.splitlines():
+        m = ROW.match(line.strip())
+        if m:
+            pp, tg, b, n_kv = (int(x) for x in m.groups()[:4])
+            t_pp, s_pp, t_tg, s_tg, t, s = (float(x) for x in m.groups()[4:])
+            out[b] = {"pp": pp, "tg": tg, "n_kv": n_kv, "t_pp": t_pp, "s_pp": s_pp, "t_tg": t_tg, "s_tg": s_tg,
+                      "t": t, "s": s}
+    if not out:
+        raise ValueError(f"no result rows in llama-batched-bench's output: {text.strip()[-300:]}")
+    return out
+
+
+def batched_bench(model: Path, ps: list[int], npp: int, ntg: int, n_gpu_layers: int, threads: int | None) -> tuple:
+    """Run llama-batched-bench once for every P; returns (parsed rows, raw output, command)."""
+    cmd = [str(require_tool("llama-batched-bench")), "-m", str(model), "-c", str(max(ps) * (npp + ntg) + 256),
+           "-b", "2048", "-ub", "512", "-npp", str(npp), "-ntg", str(ntg), "-npl", ",".join(map(str, ps)),
+           "-ngl", str(n_gpu_layers)] + (["-t", str(threads)] if threads else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    text = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise RuntimeError(f"llama-batched-bench exited {r.returncode}: {text.strip()[-400:]}")
+    return parse_batched_bench(text), text, cmd
+
+
+def parse_layout(name: str, p: int) -> tuple[int, int, bool]:
+    """``1xP`` / ``Rx16`` / ``...+bs`` → (replicas, slots per replica, backend sampling) for total parallelism p."""
+    bs = name.endswith("+bs")
+    shape = name.removesuffix("+bs")
+    if shape == "1xP":
+        return 1, p, bs
+    m = re.fullmatch(r"Rx(\d+)", shape)
+    if not m or p % int(m.group(1)):
+        raise ValueError(f"layout {name!r}: use 1xP or RxS (S dividing every P), optionally +bs")
+    slots = int(m.group(1))
+    return p // slots, slots, bs
+
+
+def runner(model: Path, p: int, layout: str, args, work: Path) -> dict:
+    replicas, slots, bs = parse_layout(layout, p)
+    res = work / f"p{p}-{layout}"
+    shutil.rmtree(res, ignore_errors=True)
+    cfg = EvalConfig(models=[f"bench={model}"], tasks=[TASK], limit=args.items_per_slot * p, seed=0,
+                     results=str(res), backend="llama-server", parallel=slots, replicas=replicas,
+                     backend_sampling=bs, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+                     data_dir=args.data_dir, max_tokens=args.max_tokens, progress=False,
+                     run_id=f"throughput-p{p}-{layout}")
     t0 = time.time()
     run_eval(cfg)
-    total = time.time() - t0
-    block = json.loads((results / "blocks.jsonl").read_text().splitlines()[-1])
-    frame = ResultsTable(results).read(source="eval")
+    block = json.loads((res / "blocks.jsonl").read_text().splitlines()[-1])
+    frame = ResultsTable(res).read(source="eval")
     prim = frame[frame.primary]
     wall = block["wall_s"]
-    return {
-        "mode": name, "backend": backend, "parallel": parallel, "items": int(block["items"]),
-        "wall_s": wall, "load_and_wall_s": round(total, 3), "completion_tokens": int(block["completion_tokens"]),
-        "items_per_s": block["items"] / wall, "gen_tok_per_s": block["completion_tokens"] / wall,
-        "accuracy": float(prim.correct.mean()), "joules": block.get("joules"),
-        "peak_vram_mib": block.get("peak_vram_mib"),
-        "outputs": dict(zip(prim.item_id, prim.output, strict=True)),
-    }
+    return {"p": p, "layout": layout, "replicas": replicas, "slots": slots, "backend_sampling": bs,
+            "items": int(block["items"]), "wall_s": round(wall, 2), "load_and_wall_s": round(time.time() - t0, 2),
+            "completion_tokens": int(block["completion_tokens"]), "tok_s": block["completion_tokens"] / wall,
+            "accuracy": float(prim.correct.mean()), "joules": block.get("joules"),
+            "outputs": dict(zip(prim.item_id, prim.output, strict=True))}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def identical(a: dict, b: dict) -> float:
+    keys = set(a["outputs"]) & set(b["outputs"])
+    return sum(a["outputs"][k] == b["outputs"][k] for k in keys) / max(1, len(keys))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct-q4_1", help="GGUF path or catalogue name")
-    ap.add_argument("--items", type=int, default=64)
-    ap.add_argument("--parallel", type=int, default=16, help="server slots and client threads of the runner")
-    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--p", default="16,32,64", help="total parallelism values (comma-separated)")
+    ap.add_argument("--layouts", default="1xP,Rx16,Rx16+bs", help="runner layouts (1xP, RxS, +bs)")
+    ap.add_argument("--items-per-slot", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--npp", type=int, default=128, help="batched-bench prompt tokens per sequence")
+    ap.add_argument("--n-ctx", type=int, default=1024, help="context tokens per slot of the runner's servers")
     ap.add_argument("--n-gpu-layers", type=int, default=-1)
-    ap.add_argument("--max-tokens", type=int, default=None, help="override the task's max_tokens (320)")
-    ap.add_argument("--sequential-backend", default="llama-cpp-python", choices=["llama-cpp-python", "llama-server"],
-                    help="backend of the sequential client (one context, or one server slot)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per llama.cpp process")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--work", default=None, help="scratch results folder (default: a temp dir, removed)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/eval_throughput.json"))
+    ap.add_argument("--out", required=True, help="results folder")
     args = ap.parse_args()
 
     model = resolve_model(args.model)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="eval-throughput-"))
-    for sub in ("runner", "sequential"):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    try:
-        runner = _mode("runner", model, args, "llama-server", args.parallel, work / "runner")
-        seq = _mode("sequential", model, args, args.sequential_backend, 1, work / "sequential")
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-    same = sum(runner["outputs"].get(k) == v for k, v in seq["outputs"].items())
-    ratio_items = runner["items_per_s"] / seq["items_per_s"]
-    ratio_tok = runner["gen_tok_per_s"] / seq["gen_tok_per_s"]
-    rows = [runner, seq]
-    print(f"model {model.name}  items {args.items}  device {device_label()}")
-    print(f"{'mode':12} {'backend':17} {'par':>4} {'items':>6} {'wall_s':>8} {'items/s':>8} {'gen tok':>8} "
-          f"{'tok/s':>8} {'acc':>6}")
-    for r in rows:
-        print(f"{r['mode']:12} {r['backend']:17} {r['parallel']:>4} {r['items']:>6} {r['wall_s']:>8.1f} "
-              f"{r['items_per_s']:>8.3f} {r['completion_tokens']:>8} {r['gen_tok_per_s']:>8.1f} {r['accuracy']:>6.3f}")
-    print(f"ratio runner/sequential: items/s x{ratio_items:.2f}, generated tok/s x{ratio_tok:.2f}; "
-          f"identical outputs {same}/{len(seq['outputs'])}")
-    report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device_label(),
-        "model": model.name, "model_sha256": sha256_file(model), "task": TASK, "items": args.items,
-        "seed": args.seed, "n_ctx": args.n_ctx, "n_gpu_layers": args.n_gpu_layers,
-        "modes": [{k: v for k, v in r.items() if k != "outputs"} for r in rows],
-        "ratio_items_per_s": ratio_items, "ratio_gen_tok_per_s": ratio_tok,
-        "identical_outputs": same, "compared_outputs": len(seq["outputs"]),
-    }
+    ps = [int(x) for x in args.p.split(",")]
+    layouts = [x for x in args.layouts.split(",") if x]
+    for p in ps:
+        for layout in layouts:
+            parse_layout(layout, p)  # a bad layout fails before anything runs
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    bench, raw, cmd = batched_bench(model, ps, args.npp, args.max_tokens, args.n_gpu_layers, args.threads)
+    (out / "batched-bench.txt").write_text(" ".join(cmd) + "\n\n" + raw)
+    work = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
+    rows = []
+    try:
+        for p in ps:
+            shapes = set()
+            for layout in layouts:
+                if parse_layout(layout, p) in shapes:  # e.g. 1xP and Rx16 at P=16: one server of 16 slots
+                    continue
+                shapes.add(parse_layout(layout, p))
+                r = runner(model, p, layout, args, work)
+                r["ratio_vs_batched_bench"] = r["tok_s"] / bench[p]["s_tg"]
+                rows.append(r)
+                print(f"P={p} {layout}: {r['tok_s']:.0f} tok/s = {r['ratio_vs_batched_bench']:.2f}x batched-bench "
+                      f"S_TG {bench[p]['s_tg']:.0f}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    agreement = {}
+    for p in ps:
+        at = {r["layout"]: r for r in rows if r["p"] == p}
+        off = [r for r in at.values() if not r["backend_sampling"]]
+        if len(off) >= 2:
+            agreement[f"p{p}_off_vs_off"] = identical(off[0], off[1])
+        for name, r in at.items():
+            twin = at.get(name.removesuffix("+bs"))
+            if r["backend_sampling"] and twin:
+                agreement[f"p{p}_{name}_vs_{twin['layout']}"] = identical(r, twin)
+    best = {p: max((r for r in rows if r["p"] == p), key=lambda r: r["tok_s"]) for p in ps}
+    summary = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "gpu": device_label(),
+        "model": model.name, "model_sha256": sha256_file(model), "task": TASK, "data_dir": args.data_dir,
+        "items_per_slot": args.items_per_slot, "max_tokens": args.max_tokens, "npp": args.npp,
+        "batched_bench_s_tg": {p: bench[p]["s_tg"] for p in ps},
+        "tok_s": {p: best[p]["tok_s"] for p in ps}, "best_layout": {p: best[p]["layout"] for p in ps},
+        "ratio_vs_batched_bench": {p: best[p]["ratio_vs_batched_bench"] for p in ps},
+        "identical_outputs": agreement,
+        "layouts": [{k: v for k, v in r.items() if k != "outputs"} for r in rows],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = [{"P": r["p"], "layout": r["layout"], "servers x slots": f"{r['replicas']} x {r['slots']}",
+              "items": r["items"], "gen tokens": r["completion_tokens"], "wall s": f"{r['wall_s']:.1f}",
+              "tok/s": f"{r['tok_s']:.0f}", "batched-bench S_TG": f"{bench[r['p']]['s_tg']:.0f}",
+              "ratio": f"{r['ratio_vs_batched_bench']:.2f}", "accuracy": f"{r['accuracy']:.3f}"} for r in rows]
+    md = markdown_table(table)
+    (out / "table.md").write_text(f"# Eval throughput, {model.name}, {summary['gpu']}, {summary['date']}\n\n{md}\n\n"
+                                  f"Identical greedy outputs: {json.dumps(agreement)}\n")
+    print(md)
+    print(f"identical outputs: {agreement}\nwritten to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -73,6 +73,9 @@ class EvalConfig:
         "help": "agent name -> GGUF LoRA applied over that agent's GGUF by llama-server (--lora)"})
     replicas: int = field(default=1, metadata={
         "help": "llama-server processes per model, each with `parallel` slots (one process caps its tok/s)"})
+    backend_sampling: bool = field(default=False, metadata={
+        "help": "llama-server --backend-sampling: the sampler runs on the GPU beside the model, not per slot on the "
+                "CPU (outputs may differ from CPU sampling; llama-server only)"})
     max_tokens: int | None = field(default=None, metadata={"help": "override each task's max_tokens"})
     # decoding
     repeats: int = field(default=1, metadata={
@@ -98,6 +101,8 @@ class EvalConfig:
             raise ConfigError("parallel must be >= 1")
         if self.replicas < 1:
             raise ConfigError("replicas must be >= 1")
+        if self.backend_sampling and self.backend == "llama-cpp-python":
+            raise ConfigError("backend_sampling is a llama-server option; use backend llama-server (or auto)")
         if self.repeats < 1:
             raise ConfigError("repeats must be >= 1")
         if self.temperature is not None and self.temperature < 0:

@@ -261,7 +261,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             continue
         engine = open_engine(
             model.path,
-            backend=cfg.backend,
+            backend="llama-server" if cfg.backend_sampling else cfg.backend,
             n_ctx=n_ctx,
             parallel=cfg.parallel,
             n_gpu_layers=cfg.n_gpu_layers,
@@ -269,6 +269,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             seed=cfg.seed,
             **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}),
             **({"lora_path": lora} if lora else {}),
+            **({"extra_args": ("--backend-sampling",)} if cfg.backend_sampling else {}),
         )
         try:
             versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks)})

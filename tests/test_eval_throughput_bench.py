@@ -1,0 +1,29 @@
+"""benchmarks/eval_throughput.py's pieces on the CPU: the real llama-batched-bench parsed, layouts validated."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from eval_throughput import batched_bench, parse_batched_bench, parse_layout  # noqa: E402
+
+
+def test_batched_bench_rows_parsed_from_the_real_tool(smollm2, llama_server_bin):
+    rows, raw, cmd = batched_bench(smollm2, [1, 2], npp=8, ntg=4, n_gpu_layers=0, threads=1)
+    assert sorted(rows) == [1, 2] and "-npl" in cmd
+    for b, r in rows.items():
+        assert (r["pp"], r["tg"]) == (8, 4) and r["n_kv"] == b * 12
+        assert r["s_tg"] == pytest.approx(b * 4 / r["t_tg"], rel=0.02)  # S_TG = generated tokens / T_TG
+    with pytest.raises(ValueError, match="no result rows"):
+        parse_batched_bench("main: n_kv_max = 4096\nllama_model_load: error")
+
+
+def test_layouts():
+    assert parse_layout("1xP", 64) == (1, 64, False)
+    assert parse_layout("Rx16", 64) == (4, 16, False)
+    assert parse_layout("Rx16+bs", 32) == (2, 16, True)
+    for bad in ("Rx24", "2x16", "1xP+xx"):
+        with pytest.raises(ValueError, match="layout"):
+            parse_layout(bad, 64)
