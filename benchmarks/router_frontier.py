@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def stratified(examples, n: int, seed: int = 0):
-    """``n`` examples, the same number from each family (dataset), seeded."""
+    """``n`` examples, the same number from each family (dataset), seeded; all of them when ``n`` <= 0."""
+    if n <= 0:
+        return sorted(examples, key=lambda e: e.key)
     by: dict[str, list] = {}
     for ex in sorted(examples, key=lambda e: e.key):
         by.setdefault(ex.dataset, []).append(ex)
@@ -51,7 +53,8 @@ def main() -> int:
     ap.add_argument("--tau", type=float, default=0.5)
     ap.add_argument("--train-frac", type=float, default=0.27)
     ap.add_argument("--dev-frac", type=float, default=0.07)
-    ap.add_argument("--program-items", type=int, default=100)
+    ap.add_argument("--program-items", type=int, default=100,
+                    help="held-out items the DSPy programs route, stratified by family (0: the whole split)")
     ap.add_argument("--programs", default="", help="comma-separated program folder names (default: all)")
     ap.add_argument("--router-model", default="smollm2-135m-instruct-q4_1", help="embedding model for embed-knn")
     args = ap.parse_args()

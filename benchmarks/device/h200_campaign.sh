@@ -4,7 +4,8 @@
 # llama.cpp converter scripts), .carry/b2 (wheels + the prebuilt CUDA llama.cpp tools), .carry/m1..mN (GGUF chunks),
 # .carry/dtar/data.tgz (../shared/data: GSM8K, MMLU, HumanEval), carried with the start call.
 #   bash benchmarks/device/h200_campaign.sh install BIN     # one call per bin, back to back
-#   bash benchmarks/device/h200_campaign.sh start           # starts the campaign in its own session, follows it
+#   bash benchmarks/device/h200_campaign.sh start [SECONDS] # starts $STEPS (h200_steps.sh; default: campaign) in its
+#                                                           # own session and follows it
 #   bash benchmarks/device/h200_campaign.sh follow SECONDS  # follows the log until it ends or SECONDS pass
 #   bash benchmarks/device/h200_campaign.sh collect         # results (small files) into $OUT
 set -uo pipefail
@@ -25,19 +26,18 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     python3 -c "import dspy, trl, peft, transformers, torch, gguf, optuna; print('imports ok', dspy.__version__, trl.__version__, peft.__version__, transformers.__version__, torch.__version__)" || exit 1
     mkdir -p $RUN
-    setsid nohup python3 benchmarks/gpu_campaign.py --preset h200 --out $RUN --data-dir "$QUANTSWARM_DATA" \
-      ${CAMPAIGN_ARGS:-} > $RUN.log 2>&1 < /dev/null &
+    setsid nohup env RUN=$RUN bash benchmarks/device/h200_steps.sh "${STEPS:-campaign}" > $RUN.log 2>&1 < /dev/null &
     echo $! > $RUN.pid
     bash "$0" follow "${2:-540}" ;;
   follow)
     end=$(( $(date +%s) + ${2:-540} ))
     while [ "$(date +%s)" -lt "$end" ] && kill -0 "$(cat $RUN.pid)" 2>/dev/null; do sleep 20; done
-    grep -E "== |FAILED|labels: |status:" $RUN.log | tail -40; tail -5 $RUN.log
+    grep -aE "== |FAILED|labels: |status:|repair: (proof|pairs:|.* failed for|DPO|trained|requantizing)|tok/s = |decisions in|Traceback|Error" $RUN.log | cut -c1-400 | tail -40; tail -c 1200 $RUN.log; echo
     nvidia-smi --query-gpu=memory.used,power.draw --format=csv,noheader
     kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED" ;;
   collect)
     cp $RUN.log "$OUT/campaign.log"
     tar czf "$OUT/campaign.tgz" --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \
-      --exclude='dataset' --exclude='dpo-work' -C $RUN . && ls -la "$OUT" ;;
+      --exclude='dataset' --exclude='dpo-work' --exclude='*.npz' -C $RUN . && ls -la "$OUT" ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac

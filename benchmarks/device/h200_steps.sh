@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The steps of one device session, in order, each logged with its wall time (run by h200_campaign.sh start).
+#   bash benchmarks/device/h200_steps.sh router,throughput,repair
+# router:     benchmarks/router_frontier.py on the committed H200 labels and programs, every held-out item, decision
+#             latency on a quiet GPU                                                       -> $RUN/router-frontier
+# throughput: benchmarks/eval_throughput.py, Qwen2.5-Coder-0.5B Q4_K_M, P = 16/32/64      -> $RUN/eval-throughput
+# repair:     benchmarks/gpu_campaign.py --stages swarm,repair (1.5B at Q3_K_M)          -> $RUN (repair/, meta.json)
+# campaign:   benchmarks/gpu_campaign.py with $CAMPAIGN_ARGS (all stages by default)      -> $RUN
+set -uo pipefail
+RUN=${RUN:-/opt/campaign}
+LABELS=benchmarks/results/gpu/2026-11-30-h200-campaign
+mkdir -p "$RUN"
+for step in ${1//,/ }; do
+  t0=$(date +%s)
+  echo "== step $step start $(date -u +%H:%M:%S)"
+  case $step in
+    router)
+      c=/opt/h200-labels && rm -rf $c && mkdir -p $c
+      ln -s "$PWD/$LABELS/labels-results" $c/results && ln -s "$PWD/$LABELS/router-programs" $c/router
+      cp $LABELS/energy_costs.json $LABELS/meta.json $c/
+      python3 benchmarks/router_frontier.py $c --out "$RUN/router-frontier" --strongest qwen15-f16 --program-items 0 ;;
+    throughput)
+      python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
+        --threads 2 --out "$RUN/eval-throughput" ;;
+    repair)
+      python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" --stages swarm,repair ;;
+    campaign)
+      python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" ${CAMPAIGN_ARGS:-} ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+  echo "== step $step rc $? in $(( $(date +%s) - t0 )) s"
+done
