@@ -154,8 +154,21 @@ def adapter_is_zero(adapter_dir: str | Path) -> bool:
     return True
 
 
+def non_finite_tensors(adapter_dir: str | Path) -> list[str]:
+    """Names of the saved adapter's tensors that hold NaN or inf."""
+    from safetensors import safe_open
+
+    with safe_open(str(_adapter_file(adapter_dir)), framework="pt") as f:
+        return [name for name in f.keys() if not f.get_tensor(name).isfinite().all().item()]
+
+
 def check_adapter_trained(adapter_dir: str | Path, steps: int | None = None) -> None:
-    """Raise when the saved adapter is still at its initialisation (all LoRA ``B`` tensors zero)."""
+    """Raise when the saved adapter holds NaN/inf (training diverged) or is still at its initialisation (all LoRA
+    ``B`` tensors zero)."""
+    bad = non_finite_tensors(adapter_dir)
+    if bad:
+        raise StageDidNothing(f"the adapter in {adapter_dir} holds NaN/inf in {len(bad)} tensors ({bad[0]}, ...): "
+                              "training diverged; retrain with --precision fp32 or a lower --learning-rate")
     if not adapter_is_zero(adapter_dir):
         return
     after = f" after {steps} step(s)" if steps is not None else ""

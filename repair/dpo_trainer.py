@@ -26,6 +26,9 @@ class TrainingError(QuantswarmError):
     """DPO training could not start or finish."""
 
 
+MAX_SKIPPED_SHARE = 0.25  # more optimizer steps than this share skipped for non-finite gradients: training failed
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -94,26 +97,43 @@ class TimeBudget(TrainerCallback):
         return control
 
 
-class ProgressLog(TrainerCallback):
-    """Log each step's loss, reward accuracy and margin; keep the history."""
+class FiniteGradients(TrainerCallback):
+    """Skip an optimizer step whose gradients hold NaN/inf: every gradient is dropped before ``optimizer.step()``
+    (torch optimizers leave a parameter without a gradient untouched, moments included), so one bad batch cannot
+    turn the adapter into NaN. The dynamic-loss-scaling rule of mixed-precision training (Micikevicius et al.,
+    2018, "Mixed Precision Training"; ``torch.amp.GradScaler`` skips such steps the same way) applied to bf16."""
 
-    KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "learning_rate")
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.skipped: list[int] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        if grads and not torch.stack([g.isfinite().all() for g in grads]).all().item():
+            for p in model.parameters():
+                p.grad = None
+            self.skipped.append(state.global_step + 1)
+            self.log(f"[dpo step {state.global_step + 1}] gradients not finite: update skipped")
+        return control
+
+
+class ProgressLog(TrainerCallback):
+    """Log each step's loss, gradient norm, reward accuracy and margin; keep the history."""
+
+    KEYS = ("loss", "grad_norm", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",
+            "learning_rate")
 
     def __init__(self, log: Callable[[str], None]):
         self.log = log
         self.history: list[dict] = []
-        self.non_finite_at: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        import math
-
         logs = logs or {}
-        row = {"step": state.global_step, **{k: float(logs[k]) for k in self.KEYS if k in logs}}
+        row = {"step": state.global_step, **{k: float(logs[k]) for k in self.KEYS if logs.get(k) is not None}}
         if len(row) == 1:
             return
-        if "loss" in row and not math.isfinite(row["loss"]):  # the finite-loss guard: stop, never save NaN
-            self.non_finite_at = state.global_step
-            control.should_training_stop = True
         self.history.append(row)
         shown = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in row.items() if k != "step")
         self.log(f"[dpo step {state.global_step}/{state.max_steps}] {shown}")
@@ -131,6 +151,7 @@ class TrainResult:
     device: str
     dtype: str
     pairs: int
+    skipped_steps: list[int] = field(default_factory=list)  # optimizer steps dropped for non-finite gradients
     history: list[dict] = field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
@@ -150,6 +171,7 @@ def dpo_args(cfg: RepairConfig, output_dir: str | Path):
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, bf16=bf16, fp16=False,
         use_cpu=not cuda_available(), gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
         logging_steps=1, save_strategy="no", report_to="none", warmup_steps=cfg.warmup_ratio,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not replaced by the window's mean
         lr_scheduler_type="cosine",
         disable_tqdm=True, dataloader_num_workers=0,
     )
@@ -176,24 +198,28 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     tok = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     data = pairs.to_dataset().select_columns(["prompt", "chosen", "rejected"])
-    budget, progress = TimeBudget(cfg.max_minutes), ProgressLog(log)
+    budget, progress, finite = TimeBudget(cfg.max_minutes), ProgressLog(log), FiniteGradients(log)
     args = dpo_args(cfg, Path(adapter_dir).parent / "dpo-work")
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=lora_config(cfg), callbacks=[budget, progress])
+                         peft_config=lora_config(cfg), callbacks=[budget, progress, finite])
     log(f"DPO: {len(data)} pairs, {device} {str(dtype).removeprefix('torch.')}, LoRA r={cfg.lora_r} on "
         f"{','.join(cfg.targets)}, budget {cfg.max_minutes:g} min")
     t0 = time.monotonic()
     trainer.train()
     seconds = time.monotonic() - t0
-    if progress.non_finite_at is not None:
-        raise TrainingError(f"the DPO loss became non-finite at step {progress.non_finite_at}; nothing saved "
-                            "(try --precision fp32 or a lower --learning-rate)")
+    steps = trainer.state.global_step
+    if finite.skipped:
+        log(f"{len(finite.skipped)} of {steps} optimizer steps skipped for non-finite gradients: {finite.skipped}")
+    if len(finite.skipped) > MAX_SKIPPED_SHARE * max(1, steps):
+        raise TrainingError(f"{len(finite.skipped)} of {steps} optimizer steps had non-finite gradients (steps "
+                            f"{finite.skipped[:8]}); nothing saved (try --precision fp32 or a lower --learning-rate)")
     adapter_dir = Path(adapter_dir)
     trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
     check_adapter_trained(adapter_dir, steps=trainer.state.global_step)  # an all-zero adapter is a failed repair
     tok.save_pretrained(adapter_dir)
     result = TrainResult(str(adapter_dir), str(base_dir), trainer.state.global_step, round(seconds, 2),
-                         budget.stopped, device, str(dtype).removeprefix("torch."), len(data), progress.history)
+                         budget.stopped, device, str(dtype).removeprefix("torch."), len(data), finite.skipped,
+                         progress.history)
     meta = {"config": asdict(cfg), "train": asdict(result), "versions": json.loads(versions_json(_versions()))}
     (adapter_dir / "repair_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     del trainer, model

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from quantswarm.engine import GenerationParams, open_engine
+from quantswarm.engine.server import post_json, top_logprobs
 from quantswarm.errors import EngineError
 
 MSGS = [{"role": "user", "content": "Name a colour."}]
@@ -39,6 +40,14 @@ def test_server_concurrent(smollm2, llama_server_bin):
         assert eng.chat(MSGS, p).text == eng.chat(MSGS, p).text
         lp = eng.choice_logprobs(MCQ, list("ABCD"))
         assert any(not math.isinf(v) for v in lp.values())
+        # the answer's top log-probabilities are validated: llama-server writes a NaN one (NaN weights) as null
+        body = post_json(eng._client, "/v1/chat/completions", {"messages": MCQ, "max_tokens": 1, "temperature": 0.0,
+                                                                 "logprobs": True, "top_logprobs": 5})
+        tops = top_logprobs(body)
+        assert len(tops) == 5 and all(isinstance(t, str) and v <= 0 for t, v in tops)
+        body["choices"][0]["logprobs"]["content"][0]["top_logprobs"][2]["logprob"] = None
+        with pytest.raises(EngineError, match="1 top log-probabilities that are not numbers"):
+            top_logprobs(body)
         metrics = eng.metrics_text()
         assert "llamacpp:" in metrics
         pid = eng.pid

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import TrainerCallback
 
 from repair.checks import (
     StageDidNothing,
@@ -93,6 +94,12 @@ def test_adapter_zero_check_reads_the_safetensors(tmp_path):
     save_file(moved, tmp_path / "moved" / "adapter_model.safetensors")
     assert not adapter_is_zero(tmp_path / "moved")
     check_adapter_trained(tmp_path / "moved")
+    diverged = dict(moved)
+    diverged["base_model.model.layers.0.self_attn.q_proj.lora_A.weight"] = torch.full((4, 16), float("nan"))
+    (tmp_path / "nan").mkdir()
+    save_file(diverged, tmp_path / "nan" / "adapter_model.safetensors")
+    with pytest.raises(StageDidNothing, match="holds NaN/inf in 1 tensors"):
+        check_adapter_trained(tmp_path / "nan")
     (tmp_path / "none").mkdir()
     save_file({"w": torch.ones(2)}, tmp_path / "none" / "adapter_model.safetensors")
     with pytest.raises(StageDidNothing, match="no LoRA B tensors"):
@@ -157,3 +164,51 @@ def test_schedule_predicts_whether_real_dpo_moves_the_adapter(tiny_base, tmp_pat
     else:
         check_schedule(n_pairs, 4, 2, 1.0, warmup=warmup)
         check_adapter_trained(tmp_path / "adapter", steps=steps)
+
+
+class _NanGradientAt(TrainerCallback):
+    """Fault injection for the test: one real gradient of optimizer step ``step`` set to NaN, as a bad batch in
+    bf16 does (the H200 run of 2026-11-30 lost all three trainings this way at step 7)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            next(p for p in model.parameters() if p.requires_grad and p.grad is not None).grad[0, 0] = float("nan")
+        return control
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_non_finite_gradient_step_is_skipped_not_applied(tiny_base, tmp_path, guarded):
+    """Real trl DPO on the tiny model, with one NaN gradient injected at step 2: with the guard the step is skipped
+    and the adapter stays finite and trained; without it (trl's default) every LoRA weight becomes NaN."""
+    import datasets
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from repair.dpo_trainer import FiniteGradients
+
+    data = datasets.Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(12)],
+                                       "chosen": [f" {2 * i}" for i in range(12)],
+                                       "rejected": [f" {2 * i + 1}" for i in range(12)]})
+    args = DPOConfig(output_dir=str(tmp_path / "work"), learning_rate=5e-3, num_train_epochs=1.0,
+                     per_device_train_batch_size=4, max_length=32, use_cpu=True, save_strategy="no",
+                     report_to="none", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, seed=0)
+    logs: list[str] = []
+    guard = FiniteGradients(logs.append)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_base), ref_model=None, args=args,
+                         train_dataset=data, processing_class=AutoTokenizer.from_pretrained(tiny_base),
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                task_type="CAUSAL_LM"),
+                         callbacks=[_NanGradientAt(2)] + ([guard] if guarded else []))
+    trainer.train()
+    trainer.model.save_pretrained(tmp_path / "adapter", safe_serialization=True)
+    assert trainer.state.global_step == 3
+    if guarded:
+        assert guard.skipped == [2] and logs == ["[dpo step 2] gradients not finite: update skipped"]
+        check_adapter_trained(tmp_path / "adapter", steps=3)
+    else:
+        with pytest.raises(StageDidNothing, match="NaN/inf"):
+            check_adapter_trained(tmp_path / "adapter", steps=3)

@@ -7,6 +7,7 @@ so N client threads keep the hardware busy. The server binds 127.0.0.1 unless to
 from __future__ import annotations
 
 import atexit
+import math
 import socket
 import subprocess
 import tempfile
@@ -202,13 +203,24 @@ class LlamaServerEngine:
             {"messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": top_k,
              "seed": self.seed},
         )
-        content = (out["choices"][0].get("logprobs") or {}).get("content") or []
-        pairs = [(t["token"], t["logprob"]) for t in (content[0].get("top_logprobs", []) if content else [])]
-        return fold_choice_logprobs(pairs, choices)
+        return fold_choice_logprobs(top_logprobs(out, self.url), choices)
 
     def metrics_text(self) -> str:
         r = self._client.get("/metrics")
         return r.text if r.status_code == 200 else ""
+
+
+def top_logprobs(out: dict, url: str = "llama-server") -> list[tuple[str, float]]:
+    """(token text, log-probability) of the first generated token's top candidates in a chat completion answer;
+    EngineError when one is not a number (JSON has no NaN: llama-server writes a NaN log-probability as null)."""
+    content = ((out.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
+    pairs = [(t.get("token"), t.get("logprob")) for t in (content[0].get("top_logprobs") or [] if content else [])]
+    bad = [(tok, lp) for tok, lp in pairs
+           if not isinstance(tok, str) or isinstance(lp, bool) or not isinstance(lp, (int, float)) or math.isnan(lp)]
+    if bad:
+        raise EngineError(f"{url} returned {len(bad)} top log-probabilities that are not numbers (first: {bad[0]!r}); "
+                          "the model's logits are not finite")
+    return [(tok, float(lp)) for tok, lp in pairs]
 
 
 def post_json(client: httpx.Client, path: str, body: dict) -> dict:
