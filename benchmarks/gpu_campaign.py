@@ -42,7 +42,7 @@ PRESETS = {
         "n_gsm8k": 250, "n_mmlu": 250, "n_humaneval": 164, "n_easy": 250, "repeats": 3, "temperature": 0.7,
         "parallel": 16, "replicas": 2, "n_threads": 2, "label_max_tokens": 384, "cal_items": 64,
         "repair_train_items": 1000, "repair_eval_items": 1000, "repair_mmlu_items": 1000, "repair_parallel": 32,
-        "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 384,
+        "repair_replicas": 2, "repair_max_minutes": 3.0, "repair_k": 3, "repair_max_tokens": 512,
         "repair_gold_fallback": False,
         "train_frac": 0.27, "dev_frac": 0.07, "max_train": 48, "max_dev": 32, "latency_items": 200,
         "compiles": [("smollm2", "labeled", "agent", "name"), ("smollm2", "bootstrap_rs", "agent", "index"),
