@@ -5,8 +5,12 @@ the NATS JetStream bus with 5 concurrent clients (closed loop), `model=auto` whe
 spec's ``router.program`` or ``--router-program``), else requests spread over the agents by name; avg/p50/p95/p99
 latency, share of requests per agent, aggregate tok/s, mean power and Wh per 1M tokens (NVML; "n/a (no GPU)"
 without one); planned vs measured memory per agent (NVML per-process VRAM, else host RSS) and in total (NVML used
-VRAM before vs after the load). On the first spec also: sequential single model vs the co-resident swarm, and a
-parallel-slots x n_ctx sweep of one agent (over HTTP: no bus in the capacity study).
+VRAM before vs after the load). On the first spec also: the execution modes at equal concurrency
+(:mod:`serving.bench_modes`: swap = one model per request type loaded on demand, shared = one model, and the
+co-resident swarm, each with ``--concurrency`` requests in flight and the single-model modes with that many slots;
+before, a 1-slot model answering one request at a time was compared with the swarm at 5 in flight, which measured
+concurrency rather than the mode), and a parallel-slots x n_ctx sweep of one agent (over HTTP: no bus in the
+capacity study).
 
 Writes to --out: campaign.json, campaign.md, campaign.png (latency and planned vs measured memory), campaign.log,
 monitor-<spec>.csv/.png (GPU only), the bench summaries (serving-*.json) and the per-request results table.
@@ -28,7 +32,8 @@ import yaml
 
 from quantswarm.energy import device_label
 from quantswarm.text_table import format_table, markdown_table
-from serving.bench import BenchConfig, bench_once, compare_modes, run_sweep, single_agent, summary_rows
+from serving.bench import BenchConfig, bench_once, run_sweep, single_agent, summary_rows
+from serving.bench_modes import compare_modes
 from serving.monitor import Monitor, plot_monitor
 from serving.planner import MIB
 from serving.serve import plan_only
@@ -67,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sweep-ctx", type=_ints, help="n_ctx values to sweep, e.g. 2048,8192")
     ap.add_argument("--sweep-agent", help="agent of the sweep (default: the preset's, else the spec's default agent)")
     ap.add_argument("--no-sweep", action="store_true")
-    ap.add_argument("--no-compare", action="store_true", help="skip sequential vs co-resident")
+    ap.add_argument("--no-compare", action="store_true", help="skip the execution modes (swap / shared / co-resident)")
     ap.add_argument("--timeout-s", type=float, help="give up waiting for one bench's answers after this long")
     ap.add_argument("--out", help="output folder (default: runs/serving-campaign-<preset>-<time>)")
     ap.add_argument("--results", help="results table for the per-request rows (default: <out>/results)")
@@ -172,7 +177,8 @@ def markdown(report: dict) -> str:
         for err in e.get("errors", []):
             out += [f"**error**: {err}", ""]
     if report.get("modes"):
-        out += ["## Sequential single model vs co-resident swarm", "", markdown_table(report["modes"])]
+        out += [f"## Execution modes at {report['concurrency']} requests in flight (swap / shared / co-resident)",
+                "", markdown_table(report["modes"])]
     if report.get("sweep"):
         sw = report["sweep"]
         out += [f"## parallel x n_ctx sweep of agent `{sw['agent']}` (HTTP, short chat, {sw['n']} requests per point, "
@@ -191,8 +197,9 @@ def plot(report: dict, path: Path) -> Path | None:
     import numpy as np
 
     runs = [(e["name"], e["bench"]) for e in report["specs"] if "bench" in e]
-    if report.get("sequential"):
-        runs.append((f"{runs[0][0] if runs else ''} sequential", report["sequential"]))
+    for mode in ("swap", "shared"):
+        if report.get(mode):
+            runs.append((f"{runs[0][0] if runs else ''} {mode}", report[mode]))
     if not runs:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
@@ -274,7 +281,7 @@ def main() -> None:
             save()
             compare = i == 0 and not args.no_compare
             log(f"== {entry['name']}: {args.n} tasks through the bus, {args.concurrency} clients"
-                f"{', then sequential single model' if compare else ''} ==")
+                f"{', then swap and shared modes at the same concurrency' if compare else ''} ==")
             bc = BenchConfig(n=args.n, concurrency=args.concurrency, profile="mixed", model=entry["model"],
                              max_tokens=args.max_tokens, transport="bus", closed_loop=True, results=args.results,
                              out=str(out), timeout_s=args.timeout_s)
@@ -289,9 +296,9 @@ def main() -> None:
             if compare and "bench" in entry:
                 try:
                     res = compare_modes(cfg, bc, log, swarm_summary=entry["bench"])
-                    report["modes"], report["sequential"] = res["modes"], res["sequential"]
+                    report["modes"], report["swap"], report["shared"] = res["modes"], res["swap"], res["shared"]
                 except Exception as exc:
-                    report["errors"].append(f"sequential vs co-resident: {exc}")
+                    report["errors"].append(f"execution modes: {exc}")
                     log(traceback.format_exc())
                 save()
             if i == 0 and not args.no_sweep:

@@ -54,6 +54,8 @@ class ModelInfo:
     other_tensors: dict[str, int] = field(default_factory=dict)  # bytes of each non-block tensor (token_embd, output)
     n_head_kv_layers: list[int] = field(default_factory=list)  # KV heads of block 0 .. n_layers-1
     head_dim_v: int = 0  # V head size (0: same as head_dim)
+    n_ff: int = 0  # largest feed-forward width over the blocks (``feed_forward_length``; 0: unknown)
+    n_vocab: int = 0  # vocabulary size (rows of ``token_embd``; 0: unknown)
 
     @property
     def bits_per_weight(self) -> float:
@@ -153,6 +155,7 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
     head0 = heads[0] if heads else 0
     head_dim = md.uint(f"{arch}.attention.key_length", n_embd // head0 if head0 else 0)
     head_dim_v = md.uint(f"{arch}.attention.value_length", head_dim)
+    n_ff = max(md.uint_per_layer(f"{arch}.feed_forward_length", n_layers, [0] * n_layers), default=0)
     layer_bytes: dict[int, int] = defaultdict(int)
     other = n_params = 0
     other_tensors: dict[str, int] = {}
@@ -195,7 +198,17 @@ def _inspect_cached(path: str, mtime: float, size: int) -> ModelInfo:
         other_tensors=other_tensors,
         n_head_kv_layers=kv_heads,
         head_dim_v=head_dim_v,
+        n_ff=n_ff,
+        n_vocab=_vocab_size(reader),
     )
+
+
+def _vocab_size(reader) -> int:
+    """Rows of ``token_embd.weight`` (its second dimension in GGUF order), 0 if the file has none."""
+    for t in reader.tensors:
+        if t.name == "token_embd.weight" and len(t.shape) >= 2:
+            return int(t.shape[1])
+    return 0
 
 
 def inspect_gguf(path: str | Path) -> ModelInfo:

@@ -6,7 +6,7 @@ and ``mixed`` (math / knowledge / code). The report has avg/p50/p95/p99 end-to-e
 decision latency, per-agent and aggregate tok/s, VRAM peak, energy and Wh per 1M generated tokens
 (n/a without NVML). Every request becomes a results-table row (``source="bench"``) and the summary is
 written as JSON. ``sweep`` repeats the bench over parallel slots x n_ctx (the capacity knee);
-``compare_modes`` runs one model sequentially against the co-resident swarm.
+:mod:`serving.bench_modes` compares swap / shared / co-resident at one concurrency.
 """
 
 from __future__ import annotations
@@ -362,8 +362,7 @@ def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: st
     return rows
 
 
-def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print, label: str = "swarm",
-               sequential: bool = False) -> dict:
+def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print, label: str = "swarm") -> dict:
     """Start the swarm, run one workload over HTTP or the bus, write rows + summary; returns the summary."""
     from tqdm import tqdm
 
@@ -379,7 +378,7 @@ def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = p
 
         cfg.gateway.port = free_port()
     run_id = new_run_id(f"bench-{label}")
-    concurrency = 1 if sequential else bc.concurrency
+    concurrency = bc.concurrency
     bcx = copy.deepcopy(bc)
     bcx.concurrency = concurrency
     min_ctx = min(a.n_ctx for a in cfg.agents.values())
@@ -450,24 +449,10 @@ def run_bench(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = pr
     log(format_table(summary_rows(summary)))
     result = {"swarm": summary}
     if bc.compare_modes:
+        from serving.bench_modes import compare_modes
+
         result.update(compare_modes(cfg, bc, log, swarm_summary=summary))
     return result
-
-
-def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None], swarm_summary: dict) -> dict:
-    """Sequential single model (the default agent, 1 slot, one request at a time) vs the co-resident swarm."""
-    from quantswarm.text_table import format_table
-
-    name = cfg.default_agent()
-    single = single_agent(cfg, name, parallel=1)
-    seq = bench_once(single, BenchConfig(**{**asdict(bc), "model": name}), log, label="sequential",
-                     sequential=True)
-    rows = []
-    for label, s in (("sequential single model", seq), ("co-resident swarm", swarm_summary)):
-        rows.append({"mode": label, "requests": s["ok"], "wall_s": s["wall_s"], "req/s": s["req_s"],
-                     "tok/s": s["tok_s"], "p50_ms": s["latency_ms"]["p50"], "p95_ms": s["latency_ms"]["p95"]})
-    log(format_table(rows))
-    return {"sequential": seq, "modes": rows}
 
 
 def single_agent(cfg: SwarmConfig, name: str, parallel: int | None = None) -> SwarmConfig:

@@ -33,7 +33,8 @@ class BenchConfig:
                                                      "benchmarks/results only when asked for with --out)"})
     sweep_parallel: list[int] = field(default_factory=list, metadata={"help": "slots per agent to sweep"})
     sweep_ctx: list[int] = field(default_factory=list, metadata={"help": "n_ctx values to sweep"})
-    compare_modes: bool = field(default=False, metadata={"help": "also run one model sequentially (mode study)"})
+    compare_modes: bool = field(default=False, metadata={"help": "also run the swap and shared-model modes at the "
+                                                                 "same concurrency (mode study)"})
     closed_loop: bool = field(default=False, metadata={"help": "bus: keep at most `concurrency` tasks outstanding "
                                                        "(like that many clients each waiting for its answer); off: "
                                                        "publish at the paced rate and let the consumer queue"})

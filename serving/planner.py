@@ -4,9 +4,13 @@ The arithmetic follows how llama.cpp places a model with ``-ngl N``: the last N 
 to the GPU (``i_gpu_start = n_layer - N``), and N = n_layers + 1 also moves the output head (for a
 model with tied embeddings llama.cpp duplicates ``token_embd`` as the output). Token embeddings stay
 in host memory. The KV cache of an offloaded block lives on the GPU:
-``bytes/token/layer = n_head_kv(layer) * (head_dim_k + head_dim_v) * type_bytes``, times ``n_ctx * parallel``
-(the KV head count may differ per block; a block without KV heads holds no cache).
-Each context adds a measured overhead (CUDA context + compute buffers, ``vram.overhead_mib``).
+``bytes/token/layer = n_head_kv(layer) * (head_dim_k + head_dim_v) * type_bytes``, times the context's cells
+(``n_ctx * parallel`` padded as llama.cpp pads it); ``type_bytes`` is that of the agent's ``kv_cache_type``
+(q8_0 1.0625, f16 2: :mod:`serving.memory_model`). The KV head count may differ per block; a block without KV
+heads holds no cache.
+Each context adds its compute buffer (:func:`serving.memory_model.compute_buffer_bytes`: grows with n_ubatch,
+and with the slot's n_ctx x n_head without flash attention), on the GPU when it has one (on every GPU of a split),
+else on the host, plus a measured constant on each GPU it uses (CUDA context, ``vram.overhead_mib``).
 
 Agents are served in priority order: the router agent first, then by ``usage`` (descending), then
 spec order; each takes as many layers as still fit. Pinned ``n_gpu_layers`` are honoured first.
@@ -23,6 +27,7 @@ import numpy as np
 
 from quantswarm.errors import ConfigError, QuantswarmError
 from quantswarm.registry import ModelInfo, inspect_gguf
+from serving.memory_model import GraphDims, compute_buffer_bytes, kv_cells, kv_type_block, kv_type_bytes
 from serving.swarm_config import AgentSpec, SwarmConfig
 
 MIB = 2**20
@@ -43,9 +48,11 @@ class ModelShape:
     output_host_bytes: int
     host_only_bytes: int  # token embeddings and other tensors that never leave host memory
     kv_layer_bytes: list[float]  # KV cache bytes per token of context, block 0 .. n_layers-1
+    graph: GraphDims | None = None  # sizes of the compute graph (None: no compute buffer counted)
 
     @classmethod
-    def from_gguf(cls, info: ModelInfo, kv_type_bytes: float = 2.0) -> ModelShape:
+    def from_gguf(cls, info: ModelInfo, kv_cache_type: str = "f16") -> ModelShape:
+        """The shape of a GGUF with a KV cache of llama.cpp type ``kv_cache_type`` (f16, q8_0, ...)."""
         named = info.other_tensors
         out_w, embd, norm = (named.get(k, 0) for k in ("output.weight", "token_embd.weight", "output_norm.weight"))
         return cls(
@@ -54,8 +61,18 @@ class ModelShape:
             output_gpu_bytes=(out_w or embd) + norm,
             output_host_bytes=out_w + norm,
             host_only_bytes=info.other_bytes - out_w - norm,
-            kv_layer_bytes=info.kv_bytes_per_token_layers(kv_type_bytes),
+            kv_layer_bytes=info.kv_bytes_per_token_layers(kv_type_bytes(kv_cache_type)),
+            graph=GraphDims(n_embd=info.n_embd, n_ff=info.n_ff, n_head=info.n_head,
+                            n_embd_k_gqa=info.n_head_kv * info.head_dim, n_vocab=info.n_vocab),
         )
+
+    def compute_bytes(self, agent: AgentSpec) -> int:
+        """The agent's compute buffer (bytes; 0 without graph sizes)."""
+        if self.graph is None:
+            return 0
+        return compute_buffer_bytes(self.graph, agent.n_ctx, agent.parallel, agent.n_ubatch,
+                                    flash_attn=(agent.flash_attn or "on") == "on",
+                                    kv_cache_type=agent.kv_cache_type or "f16")
 
     def gpu_weight_bytes(self, ngl: int) -> int:
         """Weight bytes on the GPU for ``-ngl ngl`` (last blocks first, then the output head)."""
@@ -81,6 +98,8 @@ class AgentPlan:
 
     ``gpu`` is the main GPU index (None: CPU-only plan); ``tensor_split`` (one integer proportion per GPU
     index) is set when the layers are split across GPUs, and ``devices`` holds the bytes per GPU index.
+    ``overhead`` is the measured constant per GPU context, ``compute`` the compute buffer(s): on the GPU(s) of a
+    GPU plan, in host memory on a CPU-only plan.
     """
 
     name: str
@@ -91,6 +110,7 @@ class AgentPlan:
     overhead: int
     cpu_weights: int
     cpu_kv: float
+    compute: int = 0
     pinned: bool = False
     gpu: int | None = None
     tensor_split: list[int] | None = None
@@ -98,11 +118,11 @@ class AgentPlan:
 
     @property
     def gpu_bytes(self) -> float:
-        return self.gpu_weights + self.gpu_kv + self.overhead
+        return self.gpu_weights + self.gpu_kv + self.overhead + (self.compute if self.gpu is not None else 0)
 
     @property
     def cpu_bytes(self) -> float:
-        return self.cpu_weights + self.cpu_kv
+        return self.cpu_weights + self.cpu_kv + (self.compute if self.gpu is None else 0)
 
     @property
     def full(self) -> bool:
@@ -165,7 +185,8 @@ class VramPlan:
             out.append({
                 "agent": name, "ngl": ngl, "gpu": a.gpu_label,
                 "gpu_weights_MiB": f"{a.gpu_weights / MIB:.1f}", "gpu_kv_MiB": f"{a.gpu_kv / MIB:.1f}",
-                "overhead_MiB": f"{a.overhead / MIB:.0f}", "gpu_total_MiB": f"{a.gpu_bytes / MIB:.1f}",
+                "overhead_MiB": f"{a.overhead / MIB:.0f}", "compute_MiB": f"{a.compute / MIB:.1f}",
+                "gpu_total_MiB": f"{a.gpu_bytes / MIB:.1f}",
                 "cpu_MiB": f"{a.cpu_bytes / MIB:.1f}",
             })
         return out
@@ -192,7 +213,7 @@ def priority_order(cfg: SwarmConfig) -> list[str]:
 def agent_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhead: int, gpu: bool | int,
                pinned: bool = False) -> AgentPlan:
     """One agent on one GPU (``gpu``: its index, True for GPU 0, False for a CPU-only plan)."""
-    tokens = agent.n_ctx * agent.parallel
+    tokens = kv_cells(agent.n_ctx, agent.parallel)[1]
     ngl = max(0, min(ngl, shape.n_layers + 1))
     gpu_w = shape.gpu_weight_bytes(ngl)
     gpu_kv = shape.kv_bytes(ngl, tokens)
@@ -200,7 +221,8 @@ def agent_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhea
     p = AgentPlan(
         name=name, n_layers=shape.n_layers, n_gpu_layers=ngl, gpu_weights=gpu_w, gpu_kv=gpu_kv,
         overhead=overhead if index is not None else 0, cpu_weights=shape.cpu_weight_bytes(ngl),
-        cpu_kv=shape.kv_bytes(shape.n_layers, tokens) - gpu_kv, pinned=pinned, gpu=index,
+        cpu_kv=shape.kv_bytes(shape.n_layers, tokens) - gpu_kv, compute=shape.compute_bytes(agent), pinned=pinned,
+        gpu=index,
     )
     if index is not None:
         p.devices = {index: p.gpu_bytes}
@@ -213,7 +235,8 @@ def split_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhea
 
     ``split`` has one proportion per GPU index. Layer placement follows llama.cpp's ``load_tensors``: the
     offloaded layers in order (blocks, then the output head), the j-th of ``act`` goes to the first GPU whose
-    cumulative share exceeds ``j / act``; a block's KV cache lives with it, and each GPU used holds a context.
+    cumulative share exceeds ``j / act``; a block's KV cache lives with it, and each GPU used holds a context
+    (the constant ``overhead`` and a compute buffer: each GPU's scheduler reserves one).
     """
     p = agent_plan(name, agent, shape, ngl, overhead, gpu=True, pinned=pinned)
     n, ngl = shape.n_layers, p.n_gpu_layers
@@ -223,13 +246,15 @@ def split_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhea
         items.append((-1, shape.output_gpu_bytes))
     cum = list(itertools.accumulate(np.float32(x) for x in split))
     cum = [np.float32(c / cum[-1]) for c in cum]
-    tokens = agent.n_ctx * agent.parallel
+    tokens = kv_cells(agent.n_ctx, agent.parallel)[1]
+    compute = p.compute
     devices: dict[int, float] = {}
     for j, (il, nbytes) in enumerate(items):
         d = bisect.bisect_right(cum, np.float32(j) / np.float32(len(items)))
         devices[d] = devices.get(d, 0.0) + nbytes + (shape.kv_layer_bytes[il] * tokens if il >= 0 else 0.0)
-    p.devices = {d: b + overhead for d, b in sorted(devices.items())}
+    p.devices = {d: b + overhead + compute for d, b in sorted(devices.items())}
     p.overhead = overhead * len(p.devices)
+    p.compute = compute * len(p.devices)
     p.gpu = min(p.devices) if p.devices else 0
     p.tensor_split = list(split)
     return p
@@ -247,7 +272,8 @@ def plan_vram(cfg: SwarmConfig, budget_mib: int | None, shapes: dict[str, ModelS
     it; a ``gpu`` pin restricts the choice); a model that fits no single GPU is split across GPUs
     (``tensor_split`` proportional to each GPU's room left); otherwise it is partly offloaded to the CPU on
     the GPU with the most room, as on one GPU. Headroom is kept on every GPU, and each context costs
-    ``vram.overhead_mib`` on every GPU it uses. With one GPU this is exactly the single-GPU planner.
+    ``vram.overhead_mib`` plus its compute buffer on every GPU it uses. With one GPU this is exactly the
+    single-GPU planner.
 
     Raises ConfigError when the router cannot be held fully on GPU (or pins do not fit), naming the key.
     """
@@ -283,22 +309,25 @@ class _Placer:
         self.left = {d: b * MIB - self.headroom for d, b in budgets.items()}
         self.single = len(budgets) == 1
         self.plans: dict[str, AgentPlan] = {}
+        # bytes of each agent's context on a GPU: the measured constant and its compute buffer
+        self.ctx = {n: self.overhead + shapes[n].compute_bytes(cfg.agents[n]) for n in order}
         budget_text = f"{next(iter(budgets.values()))} MiB" if self.single else f"{list(budgets.values())} MiB"
         self.budget_text = budget_text
-        if sum(self.left.values()) - self.overhead * len(order) < 0 or min(self.left.values()) < 0:
+        if sum(self.left.values()) - sum(self.ctx.values()) < 0 or min(self.left.values()) < 0:
             per = "" if self.single else " per GPU"
             raise ConfigError(f"{key}: {budget_text} cannot hold the headroom ({v.headroom_mib} MiB{per}) and "
-                              f"{len(order)} contexts of vram.overhead_mib={v.overhead_mib}; raise the budget")
+                              f"{len(order)} contexts of vram.overhead_mib={v.overhead_mib} plus their compute "
+                              f"buffers ({sum(self.ctx.values()) / MIB:.0f} MiB in all); raise the budget")
 
     def spare(self, d: int) -> float:
         """Bytes left on GPU ``d``; on one GPU less the contexts of the agents not placed yet (reserved up front)."""
         if self.single:
-            return self.left[d] - self.overhead * (len(self.order) - len(self.plans))
+            return self.left[d] - sum(b for n, b in self.ctx.items() if n not in self.plans)
         return self.left[d]
 
-    def room(self, d: int) -> float:
-        """Bytes the next agent's placement (its own context included) may take on GPU ``d``."""
-        return self.spare(d) + (self.overhead if self.single else 0)
+    def room(self, d: int, n: str) -> float:
+        """Bytes agent ``n``'s placement (its own context included) may take on GPU ``d``."""
+        return self.spare(d) + (self.ctx[n] if self.single and n not in self.plans else 0)
 
     def take(self, p: AgentPlan) -> None:
         for d, b in p.devices.items():
@@ -313,15 +342,15 @@ class _Placer:
                 ngl = s.n_layers + 1 if a.n_gpu_layers is None else a.n_gpu_layers
                 split = self._split_vector(n, a.tensor_split)
                 p = split_plan(n, a, s, ngl, self.overhead, split, pinned=True)
-                over = [d for d, b in p.devices.items() if b > self.room(d)]
+                over = [d for d, b in p.devices.items() if b > self.room(d, n)]
                 if over:
                     raise ConfigError(f"agents.{n}.tensor_split: {a.tensor_split} puts "
                                       f"{p.devices[over[0]] / MIB:.0f} MiB on GPU {over[0]}, which has "
-                                      f"{self.room(over[0]) / MIB:.0f} MiB left; change the split or lower "
+                                      f"{self.room(over[0], n) / MIB:.0f} MiB left; change the split or lower "
                                       f"n_gpu_layers")
                 self.take(p)
             elif a.n_gpu_layers is not None:
-                d = self._pinned_gpu(n) if a.gpu is not None else max(self.left, key=lambda i: (self.room(i), -i))
+                d = self._pinned_gpu(n) if a.gpu is not None else max(self.left, key=lambda i: (self.room(i, n), -i))
                 self.take(agent_plan(n, a, s, a.n_gpu_layers, self.overhead, gpu=d, pinned=True))
         if any(self.spare(d) < 0 for d in self.left):
             d = min(self.left, key=self.spare)
@@ -360,23 +389,25 @@ class _Placer:
         gpus = [self._pinned_gpu(n)] if a.gpu is not None else sorted(self.left)
         if n not in self.reduce:
             full = agent_plan(n, a, s, s.n_layers + 1, ov, gpu=gpus[0])
-            fits = [d for d in gpus if full.gpu_bytes <= self.room(d)]
+            fits = [d for d in gpus if full.gpu_bytes <= self.room(d, n)]
             if fits:  # best fit: the GPU left with the least room
-                return agent_plan(n, a, s, s.n_layers + 1, ov, gpu=min(fits, key=lambda d: (self.room(d), d)))
+                return agent_plan(n, a, s, s.n_layers + 1, ov, gpu=min(fits, key=lambda d: (self.room(d, n), d)))
             if a.gpu is None and len(gpus) > 1:
                 p = self._try_split(n)
                 if p is not None:
                     return p
             if is_router:
                 raise self._router_error(n, full)
-        d = max(gpus, key=lambda i: (self.room(i), -i))
-        if not self.single and self.room(d) < ov:
+        d = max(gpus, key=lambda i: (self.room(i, n), -i))
+        if not self.single and self.room(d, n) < self.ctx[n]:
             where = f"agents.{n}.gpu: GPU {d}" if a.gpu is not None else f"{self.key}: no GPU"
-            raise ConfigError(f"{where} has room left for agent {n!r}'s context (vram.overhead_mib="
-                              f"{self.cfg.vram.overhead_mib}); raise the budgets or serve fewer agents")
+            compute_mib = (self.ctx[n] - self.overhead) / MIB
+            raise ConfigError(f"{where} has no room left for agent {n!r}'s context (vram.overhead_mib="
+                              f"{self.cfg.vram.overhead_mib} + compute buffer {compute_mib:.0f} MiB); raise the "
+                              "budgets or serve fewer agents")
         best = 0
         for ngl in range(min(s.n_layers + 1, self.reduce.get(n, s.n_layers + 1)), 0, -1):
-            if agent_plan(n, a, s, ngl, ov, gpu=d).gpu_bytes <= self.room(d):
+            if agent_plan(n, a, s, ngl, ov, gpu=d).gpu_bytes <= self.room(d, n):
                 best = ngl
                 break
         return agent_plan(n, a, s, best, ov, gpu=d)
@@ -384,12 +415,12 @@ class _Placer:
     def _try_split(self, n: str) -> AgentPlan | None:
         """Full offload split over the GPUs with room, proportional to the room (MiB) each has left."""
         a, s, ov = self.cfg.agents[n], self.shapes[n], self.overhead
-        room = {d: int((self.room(d) - ov) // MIB) for d in sorted(self.left)}
+        room = {d: int((self.room(d, n) - self.ctx[n]) // MIB) for d in sorted(self.left)}
         split = [max(0, room.get(i, 0)) for i in range(max(self.left) + 1)]
         if sum(x > 0 for x in split) < 2:
             return None
         p = split_plan(n, a, s, s.n_layers + 1, ov, split)
-        return p if all(b <= self.room(d) for d, b in p.devices.items()) else None
+        return p if all(b <= self.room(d, n) for d, b in p.devices.items()) else None
 
     def _router_error(self, n: str, full: AgentPlan) -> ConfigError:
         v = self.cfg.vram
@@ -398,17 +429,32 @@ class _Placer:
                                f"GPU (needs {full.gpu_bytes / MIB:.0f} MiB + headroom {v.headroom_mib} MiB); "
                                "raise the budget or lower its n_ctx/parallel")
         a = self.cfg.agents[n]
-        where = (f"agents.{n}.gpu: GPU {a.gpu} ({self.room(a.gpu) / MIB:.0f} MiB left)" if a.gpu is not None
+        where = (f"agents.{n}.gpu: GPU {a.gpu} ({self.room(a.gpu, n) / MIB:.0f} MiB left)" if a.gpu is not None
                  else f"vram.gpus: {self.budget_text} (left per GPU: "
-                      f"{ {d: round(self.room(d) / MIB) for d in sorted(self.left)} } MiB)")
+                      f"{ {d: round(self.room(d, n) / MIB) for d in sorted(self.left)} } MiB)")
         return ConfigError(f"{where} cannot hold the router agent {n!r} fully on GPU, on one GPU or split "
                            f"(needs {full.gpu_bytes / MIB:.0f} MiB + headroom {v.headroom_mib} MiB per GPU); "
                            "raise the budgets or lower its n_ctx/parallel")
 
 
 def load_shapes(cfg: SwarmConfig) -> dict[str, ModelShape]:
-    """Read each agent's GGUF (the files must exist: quantize missing ones first)."""
-    return {n: ModelShape.from_gguf(inspect_gguf(a.model), cfg.vram.kv_type_bytes) for n, a in cfg.agents.items()}
+    """Read each agent's GGUF (the files must exist: quantize missing ones first) with its KV cache type."""
+    shapes = {}
+    for n, a in cfg.agents.items():
+        info = inspect_gguf(a.model)
+        check_cache_blocks(info, a.kv_cache_type or "f16", f"agents.{n}.kv_cache_type")
+        shapes[n] = ModelShape.from_gguf(info, a.kv_cache_type or "f16")
+    return shapes
+
+
+def check_cache_blocks(info: ModelInfo, kv_cache_type: str, key: str) -> None:
+    """A quantized cache packs each head's row in whole blocks: llama.cpp refuses a type whose block size does not
+    divide the K/V head size (``llama_init_from_model``); so does this, in one line."""
+    block = kv_type_block(kv_cache_type)[0]
+    for dim in {info.head_dim, info.head_dim_v or info.head_dim} - {0}:
+        if dim % block:
+            raise ConfigError(f"{key}: {kv_cache_type} stores blocks of {block} elements, which do not divide "
+                              f"{info.path.name}'s head size {dim}; use f16 or a type whose block divides it")
 
 
 def resolve_budget_mib(cfg: SwarmConfig) -> int:

@@ -24,7 +24,7 @@ def describe_plan(cfg: SwarmConfig, plan: VramPlan) -> str:
         a = cfg.agents[r["agent"]]
         r.update({"role": a.role, "port": a.port, "ctx x slots": f"{a.n_ctx}x{a.parallel}"})
     cols = ["agent", "role", "port", "ctx x slots", "ngl", "gpu", "gpu_weights_MiB", "gpu_kv_MiB", "overhead_MiB",
-            "gpu_total_MiB", "cpu_MiB"]
+            "compute_MiB", "gpu_total_MiB", "cpu_MiB"]
     return f"{format_table(rows, cols)}\n{plan.summary()}"
 
 

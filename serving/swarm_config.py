@@ -163,7 +163,37 @@ def _validate_agent(cfg: SwarmConfig, name: str, mdir: Path) -> None:
                 raise ConfigError(f"{key}.lora: {lora} is not a GGUF file; convert the adapter to GGUF "
                                   "(llama.cpp's convert_lora_to_gguf.py)")
         a.lora = str(lora)
+    _resolve_cache(cfg, a, key)
+    _check_extra_args(a, key)
     _validate_gpu_pins(cfg, a, key)
+
+
+_PLANNED_FLAGS = {"-ctk": "kv_cache_type", "--cache-type-k": "kv_cache_type", "-ctv": "kv_cache_type",
+                  "--cache-type-v": "kv_cache_type", "-fa": "flash_attn", "--flash-attn": "flash_attn",
+                  "-ub": "n_ubatch", "--ubatch-size": "n_ubatch"}
+
+
+def _check_extra_args(a: AgentSpec, key: str) -> None:
+    """extra_args may not set what the planner counts (cache type, flash attention, ubatch): those have keys."""
+    for i, arg in enumerate(a.extra_args):
+        flag = arg.split("=", 1)[0]
+        if flag in _PLANNED_FLAGS:
+            raise ConfigError(f"{key}.extra_args[{i}]: {flag} is set from {key}.{_PLANNED_FLAGS[flag]} (the VRAM "
+                              f"planner counts it); remove it and set {_PLANNED_FLAGS[flag]} instead")
+
+
+def _resolve_cache(cfg: SwarmConfig, a: AgentSpec, key: str) -> None:
+    """agents.NAME.kv_cache_type / flash_attn default to the workers' values; a quantized V cache needs flash
+    attention (llama.cpp refuses it otherwise: ``llama_init_from_model``)."""
+    from serving.memory_model import is_quantized
+
+    explicit = a.kv_cache_type is not None
+    a.kv_cache_type = a.kv_cache_type or cfg.workers.kv_cache_type
+    a.flash_attn = a.flash_attn or cfg.workers.flash_attn
+    if is_quantized(a.kv_cache_type) and a.flash_attn == "off":
+        where = f"{key}.kv_cache_type" if explicit else "workers.kv_cache_type"
+        raise ConfigError(f"{where}: {a.kv_cache_type} quantizes the V cache, which llama.cpp runs only with flash "
+                          f"attention, but {key} has flash_attn: off; set flash_attn: on or use f16/bf16/f32")
 
 
 def _validate_router(cfg: SwarmConfig, base: Path) -> None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from quantswarm.model_errors import At
+from serving.memory_model import FlashAttn, KvCacheType
 
 Role = Literal["router", "general", "chat", "coder", "math", "knowledge", "research", "tools"]
 QuantType = Literal["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "F16"]
@@ -73,6 +74,12 @@ class AgentSpec(_Spec):
     usage: float = Field(1.0, ge=0, description="expected share of traffic; the planner keeps the most-used agents "
                                                 "on GPU first")
     n_threads: int | None = Field(None, description="CPU threads for this worker (null: llama.cpp's default)")
+    n_ubatch: int = Field(512, ge=1, description="llama.cpp's physical batch (`-ub`, tokens); the compute buffer "
+                                                 "the planner counts grows with it")
+    kv_cache_type: KvCacheType | None = Field(None, description="KV cache type of this agent (`-ctk`/`-ctv`, "
+                                                                "llama.cpp's names); null: workers.kv_cache_type")
+    flash_attn: FlashAttn | None = Field(None, description="flash attention for this agent (`-fa`); null: "
+                                                          "workers.flash_attn")
     extra_args: list[str] = Field(default_factory=list, description="extra llama-server arguments (strings)")
     lora: str | None = Field(None, description="GGUF LoRA adapter llama-server applies over `model` (`--lora`), "
                                                "e.g. a `quantswarm repair` adapter; absolute or relative to "
@@ -112,13 +119,21 @@ class VramSpec(_Spec):
     budget_mib: BudgetMiB | Literal["auto"] = Field("auto", description="MiB of VRAM the swarm may use: an integer, "
                                                                   "`auto` (free VRAM) or 0 (CPU)")
     headroom_mib: int = Field(1024, ge=0, description="MiB kept free below the budget")
-    overhead_mib: int = Field(320, ge=0, description="measured per-context overhead (CUDA context + compute "
-                                                     "buffers), MiB per agent")
-    kv_type_bytes: float = Field(2.0, gt=0, description="bytes per KV-cache element (2 = f16 cache, 1 = q8_0)")
+    overhead_mib: int = Field(320, ge=0, description="measured per-context constant: the CUDA context and "
+                                                     "runtime buffers, MiB per agent and GPU (the compute buffer is "
+                                                     "computed from n_ctx, parallel and n_ubatch, not included)")
     gpu: int = Field(0, ge=0, description="GPU index of the single-GPU budget (and of the NVML monitor)")
     gpus: list[BudgetMiB | Literal["auto"]] | Literal["auto"] | None = Field(
         None, description="several GPUs: one budget per GPU index, each an integer MiB or `auto` (that GPU's free "
                           "VRAM), or `auto` for every GPU NVML sees; null: one GPU (vram.budget_mib on vram.gpu)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kv_type_bytes" in data:
+            raise At("kv_type_bytes", "replaced by workers.kv_cache_type (llama.cpp's names: f16, q8_0, q4_0, ...), "
+                                      "which llama-server is also given; write `workers: {kv_cache_type: f16}`")
+        return data
 
     @field_validator("budget_mib", mode="before")
     @classmethod
@@ -183,6 +198,12 @@ class WorkersSpec(_Spec):
     oom_retries: int = Field(3, ge=0, description="re-plans with fewer GPU layers after an out-of-memory load "
                                                   "failure")
     log_dir: str | None = Field(None, description="worker log folder (default: a temp folder)")
+    kv_cache_type: KvCacheType = Field("f16", description="KV cache type of every worker (llama-server "
+                                                          "`--cache-type-k/-v`); the planner counts its bytes per "
+                                                          "element (q8_0 1.0625, q4_0 0.5625, f16 2); a quantized "
+                                                          "type needs flash_attn: on")
+    flash_attn: FlashAttn = Field("on", description="flash attention of every worker (llama-server `-fa`); `off` "
+                                                    "makes the compute buffer grow with n_ctx x n_head")
 
 
 class BusSpec(_Spec):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from quantswarm.engine.server import LlamaServerEngine
 from quantswarm.errors import ConfigError, EngineError, QuantswarmError
+from serving.llama_log import read_buffer_sizes
 from serving.planner import MIB, AgentPlan, VramPlan, is_oom
 from serving.swarm_config import AgentSpec, SwarmConfig
 
@@ -144,7 +145,8 @@ class Supervisor:
                     a.model, n_ctx=a.n_ctx, parallel=a.parallel, n_gpu_layers=w.n_gpu_layers,
                     n_threads=a.n_threads, host=self.cfg.workers.host, port=a.port,
                     extra_args=(*self.plan.agents[name].server_args(self.plan.multi_gpu), *a.extra_args),
-                    lora_path=a.lora,
+                    lora_path=a.lora, kv_cache_type=a.kv_cache_type, flash_attn=a.flash_attn, n_ubatch=a.n_ubatch,
+                    log_verbosity=4,  # llama.cpp's buffer sizes in the worker log (serving.llama_log reads them)
                     startup_timeout=self.cfg.workers.startup_timeout_s,
                     request_timeout=self.cfg.gateway.request_timeout_s,
                     log_path=self.log_dir / f"{name}.log",
@@ -262,18 +264,24 @@ class Supervisor:
 
         ``measure`` says what ``measured_mib`` is: ``vram`` (NVML per-process memory), ``rss`` (host resident
         memory, when NVML does not list the process) or ``n/a``; ``planned_mib`` is the plan figure to compare it
-        with (planned VRAM for ``vram``, else the planned weights + KV cache).
+        with (planned VRAM for ``vram``, else the planned weights + KV cache). ``planned_kv_mib`` /
+        ``logged_kv_mib`` and ``planned_compute_mib`` / ``logged_compute_mib`` set the planner's KV cache and compute
+        buffer against the sizes llama.cpp logged for the worker (all devices; 0 when not logged).
         """
         rows = []
         for n, w in self.workers.items():
             p: AgentPlan = self.plan.agents[n]
             measured, kind = process_memory_mib(w.pid) if w.pid else (None, "n/a")
-            weights_kv = (p.cpu_bytes + p.gpu_weights + p.gpu_kv) / MIB
+            weights_kv = (p.cpu_weights + p.cpu_kv + p.gpu_weights + p.gpu_kv) / MIB
+            logged = read_buffer_sizes(self.log_dir / f"{n}.log")
             rows.append({"agent": n, "planned_ngl": p.n_gpu_layers, "n_gpu_layers": w.n_gpu_layers,
                          "n_layers": p.n_layers + 1, "planned_vram_mib": p.gpu_bytes / MIB,
                          "planned_host_mib": p.cpu_bytes / MIB, "planned_weights_kv_mib": weights_kv,
                          "planned_mib": p.gpu_bytes / MIB if kind == "vram" else weights_kv,
-                         "measure": kind, "measured_mib": measured})
+                         "measure": kind, "measured_mib": measured,
+                         "planned_kv_mib": (p.gpu_kv + p.cpu_kv) / MIB, "logged_kv_mib": logged.total("kv"),
+                         "planned_compute_mib": p.compute / MIB,
+                         "logged_compute_mib": logged.total("compute")})
         return rows
 
     def measured_vs_plan(self) -> list[dict]:

@@ -146,10 +146,13 @@ def test_plan_fits_budget_and_prefers_router_then_usage(tmp_path, smollm2):
     plan = plan_vram(cfg, 1400)
     r, coder, chat = plan.agents["router"], plan.agents["coder"], plan.agents["chat"]
     assert r.full and r.n_gpu_layers == shape.n_layers + 1
-    # the router's numbers are exactly the GGUF arithmetic: weights + KV(n_ctx x slots) + overhead
+    # the router's numbers are exactly the GGUF arithmetic: weights + KV(n_ctx x slots) + overhead + compute buffer
     assert r.gpu_weights == shape.gpu_weight_bytes(31)
     assert r.gpu_kv == shape.kv_bytes(30, 256 * 1)
-    assert r.gpu_bytes == r.gpu_weights + r.gpu_kv + 300 * 2**20
+    # compute buffer, flash attention on, f16 cache: ubatch min(256 cells, 512) x (3 n_ff + 4 n_embd) f32 + f16 mask
+    info = inspect_gguf(smollm2)
+    assert r.compute == 256 * (4 * (3 * info.n_ff + 4 * info.n_embd) + 2 * 256)
+    assert r.gpu_bytes == r.gpu_weights + r.gpu_kv + 300 * 2**20 + r.compute
     assert plan.gpu_bytes <= (1400 - 100) * 2**20
     assert coder.n_gpu_layers >= chat.n_gpu_layers  # higher usage keeps more layers
     # a budget that fits everything puts everything on GPU; the host keeps only the embeddings
@@ -162,10 +165,12 @@ def test_plan_fits_budget_and_prefers_router_then_usage(tmp_path, smollm2):
 
 def test_budget_too_small_for_router(tmp_path, smollm2):
     cfg = load(tmp_path, spec(smollm2, vram={"budget_mib": 1000, "headroom_mib": 100, "overhead_mib": 300}))
-    with pytest.raises(ConfigError, match=r"vram\.budget_mib: 1000 MiB cannot hold even the router agent 'router'"):
+    with pytest.raises(ConfigError, match=r"vram\.budget_mib: 1100 MiB cannot hold even the router agent 'router'"):
+        plan_vram(cfg, 1100)
+    # 3 contexts of 300 MiB plus their compute buffers (~12 MiB each) and 100 MiB headroom exceed 1000 MiB
+    with pytest.raises(ConfigError, match=r"vram\.budget_mib: 1000 MiB cannot hold the headroom .* plus their "
+                                          r"compute buffers \(93\d MiB in all\)"):
         plan_vram(cfg, 1000)
-    with pytest.raises(ConfigError, match=r"vram\.budget_mib: 500 MiB cannot hold the headroom"):
-        plan_vram(cfg, 500)
 
 
 def test_pinned_layers_and_oom_cap(tmp_path, smollm2):

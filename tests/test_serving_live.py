@@ -276,6 +276,29 @@ def test_bench_over_the_bus(quants, tmp_path, closed_loop):
     (mem,) = s["memory"]["agents"]  # planned vs measured after load: host RSS on a CPU-only machine
     assert mem["agent"] == "chat" and mem["measure"] in ("vram", "rss") and mem["measured_mib"] > 0
     assert len(ResultsTable(tmp_path / "results").read(run_id=s["run_id"])) == 3
+    # the worker log has llama.cpp's buffer sizes: the planned KV cache is the logged one, to its 2 decimals
+    assert mem["logged_kv_mib"] == pytest.approx(mem["planned_kv_mib"], abs=0.006)
+    assert mem["logged_compute_mib"] == pytest.approx(mem["planned_compute_mib"], rel=0.05)
+
+
+def test_execution_modes_run_at_one_concurrency(quants, tmp_path):
+    from serving.bench import BenchConfig, bench_once
+    from serving.bench_modes import agent_for_kind, compare_modes
+
+    cfg = load_swarm(write_spec(tmp_path / "modes.yaml", quants))
+    cfg.agents = {n: cfg.agents[n] for n in ("chat", "coder")}
+    cfg.fallback = ["chat"]
+    assert agent_for_kind(cfg, "code") == "coder" and agent_for_kind(cfg, "math") == "chat"  # no math agent
+    bc = BenchConfig(n=5, concurrency=2, max_tokens=MAX_TOKENS, profile="mixed", transport="http",
+                     results=str(tmp_path / "results"), out=str(tmp_path / "out"))
+    swarm_run = bench_once(cfg, bc, log=lambda _m: None, label="swarm")
+    res = compare_modes(cfg, bc, lambda _m: None, swarm_summary=swarm_run)
+    assert [r["concurrency"] for r in res["modes"]] == [2, 2, 2]
+    assert all(r["requests"] == 5 for r in res["modes"])
+    # mixed = math, knowledge, code, short, math: chat, then coder for the code item, then chat again
+    assert res["swap"]["loads"] == 3 and res["shared"]["per_agent"].keys() == {"chat"}
+    with pytest.raises(ValueError, match="compare at one concurrency"):
+        compare_modes(cfg, BenchConfig(**{**bc.__dict__, "concurrency": 3}), lambda _m: None, swarm_run)
 
 
 def test_serve_dry_run_and_foreground_ctrl_c(quants, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 from quantswarm.errors import ConfigError
 from quantswarm.registry import inspect_gguf
 from serving.planner import MIB, ModelShape, plan_vram, resolve_gpu_budgets, split_plan
-from serving.swarm_config import load_swarm
+from serving.swarm_config import AgentSpec, load_swarm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,13 +85,15 @@ def test_too_large_model_is_split_in_proportion_to_free_memory(tmp_path, smollm2
 def test_split_follows_llama_cpp_layer_assignment(smollm2):
     info = inspect_gguf(smollm2)
     s = ModelShape.from_gguf(info)
-    agent = type("A", (), {"n_ctx": 256, "parallel": 1})()
+    agent = AgentSpec(n_ctx=256, parallel=1)
     p = split_plan("x", agent, s, s.n_layers + 1, 0, [1, 1])
     n = s.n_layers + 1  # blocks + output head: the first half (by index/act < 0.5) on GPU 0
     first = (n + 1) // 2
     kv = s.kv_bytes(1, 256)
-    assert p.devices[0] == pytest.approx(sum(s.layer_bytes[:first]) + first * kv)
-    assert p.devices[0] + p.devices[1] == pytest.approx(p.gpu_weights + p.gpu_kv)
+    compute = s.compute_bytes(agent)  # each GPU's scheduler reserves a compute buffer
+    assert compute > 0 and p.compute == 2 * compute
+    assert p.devices[0] == pytest.approx(sum(s.layer_bytes[:first]) + first * kv + compute)
+    assert p.devices[0] + p.devices[1] == pytest.approx(p.gpu_weights + p.gpu_kv + p.compute)
 
 
 def test_refusal_names_the_key(tmp_path, smollm2):
@@ -127,20 +130,23 @@ def test_one_gpu_plan_equals_the_old_planner(tmp_path, smollm2, old_planner, bud
     agents = {"router": {"role": "router", "n_ctx": 256}, "coder": {"usage": 0.9, "n_ctx": 1024, "parallel": 2},
               "chat": {"usage": 0.2, "n_ctx": 512, "parallel": 2, "n_gpu_layers": 7}}
     cfg = swarm(tmp_path, smollm2, agents, {"headroom_mib": 100, "overhead_mib": 300})
-    old = old_planner.plan_vram(cfg, budget)
-    for new in (plan_vram(cfg, budget), plan_vram(swarm(tmp_path, smollm2, agents, {
-            "headroom_mib": 100, "overhead_mib": 300, "gpus": [budget]}), 1)):
+    # the old planner knew no compute buffer: compare on shapes without graph sizes (compute 0)
+    shapes = {n: dataclasses.replace(ModelShape.from_gguf(inspect_gguf(a.model)), graph=None)
+              for n, a in cfg.agents.items()}
+    old = old_planner.plan_vram(cfg, budget, shapes=shapes)
+    for new in (plan_vram(cfg, budget, shapes=shapes), plan_vram(swarm(tmp_path, smollm2, agents, {
+            "headroom_mib": 100, "overhead_mib": 300, "gpus": [budget]}), 1, shapes=shapes)):
         assert new.order == old.order and new.gpu_bytes == old.gpu_bytes and new.cpu_bytes == old.cpu_bytes
         for n, o in old.agents.items():
             a = new.agents[n]
             assert (a.n_gpu_layers, a.gpu_bytes, a.cpu_bytes, a.gpu) == (o.n_gpu_layers, o.gpu_bytes, o.cpu_bytes, 0)
             assert a.server_args(new.multi_gpu) == []  # nothing new on a one-GPU machine
-    for small in (500, 1000, 1100):  # too small: the same refusal, word for word
+    for small in (500, 1000, 1100):  # too small: the same refusal (the headroom one now names compute buffers too)
         with pytest.raises(ConfigError) as was:
-            old_planner.plan_vram(cfg, small)
+            old_planner.plan_vram(cfg, small, shapes=shapes)
         with pytest.raises(ConfigError, match=r"^(vram\.budget_mib|agents): ") as now:
-            plan_vram(cfg, small)
-        assert str(now.value) == str(was.value)
+            plan_vram(cfg, small, shapes=shapes)
+        assert str(now.value).startswith(str(was.value).split(";")[0])
 
 
 def test_spec_keys_and_budgets(tmp_path, smollm2):

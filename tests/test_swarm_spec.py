@@ -58,7 +58,7 @@ def test_every_field_is_described():
          "x.yaml: agents.coder.n_gpu_layers: expected an integer, got 'x'"),
         (lambda d: d["agents"]["coder"].update(temperature=0.2),
          "x.yaml: agents.coder.temperature: unknown key; allowed: model, role, n_ctx, parallel, n_gpu_layers, gpu, "
-         "tensor_split, usage, n_threads, extra_args, lora, quantize_from"),
+         "tensor_split, usage, n_threads, n_ubatch, kv_cache_type, flash_attn, extra_args, lora, quantize_from"),
         (lambda d: d.update(gateway={"validate": "yes"}),
          "x.yaml: gateway.validate: expected true or false, got 'yes'"),
         (lambda d: d.update(vram={"gpus": [1000, "lots"]}),

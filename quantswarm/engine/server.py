@@ -74,8 +74,29 @@ def free_port(host: str = "127.0.0.1") -> int:
                 return port
 
 
+def context_args(kv_cache_type: str | None = None, flash_attn: str | None = None, n_ubatch: int | None = None,
+                 log_verbosity: int | None = None) -> list[str]:
+    """llama-server flags for the context settings that are given (None: llama.cpp's default)."""
+    args: list[str] = []
+    if kv_cache_type:
+        args += ["--cache-type-k", kv_cache_type, "--cache-type-v", kv_cache_type]
+    if flash_attn:
+        args += ["--flash-attn", flash_attn]
+    if n_ubatch:
+        args += ["--ubatch-size", str(n_ubatch)]
+    if log_verbosity is not None:
+        args += ["--log-verbosity", str(log_verbosity)]
+    return args
+
+
 class LlamaServerEngine:
-    """A ``llama-server`` process serving one GGUF with ``parallel`` slots of ``n_ctx`` tokens each."""
+    """A ``llama-server`` process serving one GGUF with ``parallel`` slots of ``n_ctx`` tokens each.
+
+    ``kv_cache_type`` (llama.cpp's names: f16, q8_0, ...) is passed as ``--cache-type-k`` and ``--cache-type-v``,
+    ``flash_attn`` ("on"/"off") as ``--flash-attn`` and ``n_ubatch`` as ``--ubatch-size``; None leaves llama.cpp's
+    default (f16, auto, 512). ``log_verbosity`` 4 (``-lv 4``) makes llama.cpp log its buffer sizes
+    (:mod:`serving.llama_log` reads them).
+    """
 
     backend = "llama-server"
 
@@ -96,6 +117,10 @@ class LlamaServerEngine:
         request_timeout: float = 600.0,
         lora_path: str | None = None,
         log_path: str | Path | None = None,
+        kv_cache_type: str | None = None,
+        flash_attn: str | None = None,
+        n_ubatch: int | None = None,
+        log_verbosity: int | None = None,
     ):
         inspect_gguf(model_path)
         self.model_path = str(model_path)
@@ -116,6 +141,7 @@ class LlamaServerEngine:
             cmd += ["-t", str(n_threads)]
         if lora_path:
             cmd += ["--lora", str(lora_path)]
+        cmd += context_args(kv_cache_type, flash_attn, n_ubatch, log_verbosity)
         self.cmd = cmd
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self._log = open(self.log_path, "w")
