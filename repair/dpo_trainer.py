@@ -196,7 +196,7 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     dtype = train_dtype(cfg.precision)
     device = "cuda" if cuda_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, attn_implementation=cfg.attention)
     data = pairs.to_dataset().select_columns(["prompt", "chosen", "rejected"])
     budget, progress, finite = TimeBudget(cfg.max_minutes), ProgressLog(log), FiniteGradients(log)
     args = dpo_args(cfg, Path(adapter_dir).parent / "dpo-work")

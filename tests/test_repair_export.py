@@ -55,7 +55,8 @@ def test_dpo_trains_a_lora_adapter(trained):
     lora_b = [t for k, t in weights.items() if "lora_B" in k]
     assert lora_b and any(torch.count_nonzero(t) for t in lora_b), "one real step moves LoRA B off zero"
     meta = json.loads((work / "adapter" / "repair_meta.json").read_text())
-    assert meta["versions"]["trl"] and meta["config"]["beta"] == cfg.beta
+    assert meta["versions"]["trl"] and meta["config"]["beta"] == cfg.beta and meta["config"]["attention"] == "eager"
+    assert result.skipped_steps == []
 
 
 def test_merged_requantized_gguf_loads_and_answers(trained, smollm2):
