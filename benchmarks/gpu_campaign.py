@@ -101,8 +101,9 @@ class Campaign:
 
         models = self.out / "models"
         models.mkdir(exist_ok=True)
-        small = str(resolve_model(self.args.smollm2))
-        if self.preset == "cpu":  # one model at three precisions stands in for the heterogeneous swarm
+        if self.preset == "cpu":
+            # one model at three precisions stands in for the heterogeneous swarm
+            small = str(resolve_model(self.args.smollm2))
             f16 = models / "smollm2-F16.gguf"
             if not f16.exists():
                 quantize(small, f16, "F16")
@@ -117,16 +118,21 @@ class Campaign:
         f16 = models / "qwen15-F16.gguf"
         if not f16.exists():
             quantize(q4, f16, "F16")
+        self.repair_reference = str(f16)
+        if not set(self.args.stages.split(",")) & {"energy", "labels", "router"}:
+            # the repair alone needs only the 1.5B's F16 (it quantizes its own agent): no other model is loaded
+            self.agents = {"qwen15-q4km": q4, "qwen15-f16": str(f16)}
+            self.router_models = {}
+            return self.agents
         rungs = {}
         for q in ("Q3_K_M", "Q2_K"):
             rungs[q] = models / f"qwen15-{q}.gguf"
             if not rungs[q].exists():
                 quantize(f16, rungs[q], q)
-        qwen05 = str(resolve_model(self.args.qwen05))
+        small, qwen05 = str(resolve_model(self.args.smollm2)), str(resolve_model(self.args.qwen05))
         self.agents = {"smollm2": small, "qwen05": qwen05, "qwen15-q2k": str(rungs["Q2_K"]),
                        "qwen15-q3km": str(rungs["Q3_K_M"]), "qwen15-q4km": q4, "qwen15-f16": str(f16)}
         self.router_models = {"smollm2": small, "qwen05": qwen05}
-        self.repair_reference = str(f16)
         return self.agents
 
     def meta(self) -> dict:
