@@ -37,6 +37,10 @@ def ladder(
         typer.echo(
             f"{r.quant:10} {r.bits_per_weight:6.2f} bpw  {r.size_bytes / 2**20:8.1f} MiB  {r.reference:32} {r.path}"
         )
+        if r.k_quant_fell_back:
+            types = ", ".join(f"{t} x{n}" for t, n in sorted(r.tensor_types.items(), key=lambda kv: -kv[1]))
+            typer.echo(f"{'':10} FELL BACK: most tensors are not k-quants ({types}): rows not divisible by 256",
+                       err=True)
 
 
 @eval_app.command("run")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -37,6 +37,8 @@ class Rung:
     imatrix: bool = False
     size_bytes: int = 0
     bits_per_weight: float = 0.0
+    tensor_types: dict[str, int] = field(default_factory=dict)  # stored type -> tensor count (from the file)
+    k_quant_fell_back: bool = False  # a nominal k-quant stored mostly in other types (rows not divisible by 256)
 
 
 def make_imatrix(model: Path, calibration: Path, out: Path, *, n_ctx: int = 256, chunks: int = 16) -> Path:
@@ -94,6 +96,7 @@ def make_ladder(model: str | Path, out_dir: str | Path, quants: tuple[str, ...] 
     for r in rungs:
         ri = inspect_gguf(r.path)
         r.size_bytes, r.bits_per_weight = ri.size_bytes, round(ri.bits_per_weight, 3)
+        r.tensor_types, r.k_quant_fell_back = dict(ri.tensor_types), ri.k_quant_fell_back
     # rung paths are stored relative to the ladder folder, so a ladder can be moved or carried
     stored = [{**asdict(r), "path": Path(r.path).name if Path(r.path).parent == out_dir else r.path} for r in rungs]
     manifest.write_text(json.dumps({"source": str(model), "source_sha": sha, "source_type": info.file_type,

@@ -141,7 +141,9 @@ def speed_table(blocks: pd.DataFrame) -> pd.DataFrame:
         items=("items", "sum"), wall_s=("wall_s", "sum"), completion_tokens=("completion_tokens", "sum"),
         joules=("joules", lambda s: s.sum(min_count=1)), peak_vram_mib=("peak_vram_mib", "max"),
         bits_per_weight=("bits_per_weight", "last"), backend=("backend", "last"), parallel=("parallel", "last"),
-        device=("device", "last")).reset_index()
+        device=("device", "last"), **({"tensor_types": ("tensor_types", "last"),
+                                       "k_quant_fell_back": ("k_quant_fell_back", "last")}
+                                      if "tensor_types" in blocks else {})).reset_index()
     agg["items_per_s"] = agg["items"] / agg["wall_s"]
     agg["gen_tok_per_s"] = agg["completion_tokens"] / agg["wall_s"]
     agg["wh_per_mtok"] = agg["joules"] / 3600 / agg["completion_tokens"].clip(lower=1) * 1e6
@@ -184,6 +186,14 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
         fdf = pd.DataFrame([asdict(f) for f in fid.values()])
         md += [f"\n## Token-level fidelity vs {next(iter(fid.values())).reference_agent} (llama-perplexity)\n",
                _md(fdf, ["agent", "mean_kld", "kld_err", "same_top1_pct", "ppl", "tokens"])]
+    if not speed.empty and "tensor_types" in speed:
+        rungs = speed.drop_duplicates("agent")
+        md += ["\n## Stored tensor types (from each GGUF)\n", _md(rungs, ["agent", "bits_per_weight", "tensor_types"])]
+        fell = rungs[rungs.k_quant_fell_back.fillna(False).astype(bool)]
+        if not fell.empty:
+            md.append(f"\n**Nominal k-quants that fell back** (most tensors stored in other types, because their rows "
+                      f"do not divide into 256-element super-blocks): {', '.join(fell.agent)}. Their names overstate "
+                      "how low-bit they are; read them by bits per weight.\n")
     if not speed.empty:
         md += ["\n## Speed and energy (per agent × task block)\n",
                _md(speed, ["agent", "task", "items", "wall_s", "items_per_s", "gen_tok_per_s", "bits_per_weight",

@@ -378,12 +378,15 @@ def _run_block(
     if errors:
         print(f"{model.agent} {task.name}: {errors} of {len(items)} answers errored (recorded as errors, retried "
               "by a rerun)")
+    info = inspect_gguf(model.path)
     block = {
         "run_id": ctx.run_id,
         "agent": model.agent,
         "quant": model.quant,
         "reference": model.reference,
-        "bits_per_weight": round(inspect_gguf(model.path).bits_per_weight, 3),
+        "bits_per_weight": round(info.bits_per_weight, 3),
+        "tensor_types": info.tensor_types_label(),
+        "k_quant_fell_back": info.k_quant_fell_back,
         "task": task.name,
         "items": len(items),
         "errors": errors,

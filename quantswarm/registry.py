@@ -61,6 +61,27 @@ class ModelInfo:
     def bits_per_weight(self) -> float:
         return 8.0 * self.size_bytes / max(self.n_params, 1)
 
+    @property
+    def k_quant_share(self) -> float | None:
+        """Share of the quantized tensors (not F32/F16/BF16) stored in a k-quant type (Q2_K .. Q8_K); None when
+        no tensor is quantized."""
+        quantized = {t: n for t, n in self.tensor_types.items() if t.upper() not in UNQUANTIZED_TYPES}
+        total = sum(quantized.values())
+        return sum(n for t, n in quantized.items() if t.upper().endswith("_K")) / total if total else None
+
+    @property
+    def k_quant_fell_back(self) -> bool:
+        """True for a nominal k-quant file (Q2_K, Q3_K_M, ..., Q6_K) whose quantized tensors are mostly stored in
+        other types: llama.cpp quantizes a row to a k-quant only when its width divides into 256-element
+        super-blocks (``QK_K``) and falls back to Q4_0/Q5_0/Q5_1/Q8_0 otherwise (``llama_tensor_get_type`` in
+        ``llama-quant.cpp``), e.g. Qwen2.5-0.5B's 896-wide rows, SmolLM2-135M's 576-wide rows."""
+        share = self.k_quant_share
+        return "_K" in self.file_type.upper() and share is not None and share < 0.5
+
+    def tensor_types_label(self) -> str:
+        """``Q4_K x169, Q6_K x29, F32 x141``: tensor counts per stored type, most first."""
+        return ", ".join(f"{t} x{n}" for t, n in sorted(self.tensor_types.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def kv_bytes_per_token_layers(self, type_bytes: float = 2.0) -> list[float]:
         """K and V cache bytes per token of context for each block (f16 cache by default)."""
         kv = self.n_head_kv_layers or [self.n_head_kv] * self.n_layers
@@ -70,6 +91,9 @@ class ModelInfo:
     def kv_bytes_per_token(self, type_bytes: float = 2.0) -> float:
         """K and V cache bytes per token of context, all blocks (f16 cache by default)."""
         return sum(self.kv_bytes_per_token_layers(type_bytes))
+
+
+UNQUANTIZED_TYPES = ("F32", "F16", "BF16", "F64")
 
 
 def file_type_name(value: int) -> str:

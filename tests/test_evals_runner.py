@@ -19,6 +19,12 @@ def test_ladder_types(smollm2_ladder):
     for r in rungs:
         assert inspect_gguf(r.path).file_type == r.quant
     assert rungs[0].bits_per_weight > rungs[1].bits_per_weight > rungs[2].bits_per_weight
+    # SmolLM2's 576-wide rows do not divide into 256-element k-quant super-blocks: its "Q2_K" is mostly Q4_0
+    q2 = rungs[2]
+    assert q2.k_quant_fell_back and max(q2.tensor_types, key=q2.tensor_types.get) in ("Q4_0", "F32")
+    assert q2.tensor_types.get("Q4_0", 0) > q2.tensor_types.get("Q2_K", 0) + q2.tensor_types.get("Q3_K", 0)
+    assert not rungs[1].k_quant_fell_back and set(rungs[1].tensor_types) <= {"Q8_0", "F32"}
+    assert inspect_gguf(q2.path).k_quant_share < 0.5 and inspect_gguf(rungs[1].path).k_quant_share == 0.0
 
 
 def test_run_resume_report(smollm2_ladder, tmp_path, llama_server_bin):
@@ -44,6 +50,9 @@ def test_run_resume_report(smollm2_ladder, tmp_path, llama_server_bin):
     assert set(rep.paired.task) == {"gsm8k_cot_zeroshot", "mmlu_logprob"} and (rep.paired.n == 3).all()
     out = Path(res) / "report"
     assert (out / "summary.md").exists() and (out / "accuracy_vs_bpw.png").stat().st_size > 1000
+    summary = (out / "summary.md").read_text()
+    assert "## Stored tensor types" in summary and "Q4_0 x" in summary
+    assert "**Nominal k-quants that fell back**" in summary and ": q2." in summary
 
 
 def test_replicas_errors_repeats_and_row_identity(smollm2, tmp_path, llama_server_bin):
