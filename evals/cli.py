@@ -66,11 +66,13 @@ def kld(
     ladder_dir: Path = typer.Argument(..., help="A ladder folder (from `eval ladder`)"),
     results: Path = typer.Option(Path("runs/results"), help="Results directory to record fidelity in"),
     n_ctx: int = typer.Option(256, help="Context of each chunk"),
-    chunks: int = typer.Option(8, help="Chunks of the calibration text"),
+    chunks: int = typer.Option(8, help="Chunks of the text"),
     n_gpu_layers: int = typer.Option(0, help="Layers on the GPU"),
+    text: Path | None = typer.Option(None, help="Text to measure on (default: evals/heldout.txt, held out from "
+                                                "the importance-matrix calibration text)"),
 ) -> None:
     """Mean KL divergence and top-1 agreement of each rung vs the reference (llama-perplexity)."""
-    from evals.kld import measure
+    from evals.kld import HELDOUT, measure
     from evals.ladder import read_ladder
 
     rungs = read_ladder(ladder_dir)
@@ -83,6 +85,7 @@ def kld(
         n_ctx=n_ctx,
         chunks=chunks,
         n_gpu_layers=n_gpu_layers,
+        text=text or HELDOUT,
         log=lambda line: typer.echo(line, err=True),
     )
     for f in out:

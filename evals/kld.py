@@ -2,6 +2,8 @@
 
 Uses llama.cpp's own ``llama-perplexity``: once ``--kl-divergence-base`` on the reference saves
 its next-token distributions over a fixed text, then ``--kl-divergence`` on each quant compares.
+The text is ``evals/heldout.txt`` (MMLU dev + HumanEval, ``evals.heldout_text``), never the importance matrix's
+calibration text (``evals/calibration.txt``), which would favour the imatrix rungs; provenance in ``evals/TEXTS.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from quantswarm.engine.build import require_tool
 from quantswarm.errors import EngineError
 
-CALIBRATION = Path(__file__).parent / "calibration.txt"
+CALIBRATION = Path(__file__).parent / "calibration.txt"  # the importance matrix's text (llama-imatrix)
+HELDOUT = Path(__file__).parent / "heldout.txt"  # the KLD's text, held out from CALIBRATION
 
 
 @dataclass
@@ -46,14 +49,17 @@ def _num(pattern: str, text: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: Path, *, text: Path = CALIBRATION,
+def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: Path, *, text: Path = HELDOUT,
             n_ctx: int = 256, chunks: int = 8, n_gpu_layers: int = 0,
             log: Callable[[str], None] | None = None) -> list[Fidelity]:
     """KLD and top-1 agreement of each (agent, path) in ``quants`` against ``reference`` (agent, path);
     ``log`` gets a status line before each llama-perplexity run."""
     say = log or (lambda _line: None)
+    text = Path(text)
+    if text.resolve() == CALIBRATION.resolve():
+        say(f"note: {text.name} is the importance matrix's calibration text; the imatrix rungs are favoured on it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"{reference[0].replace('/', '_')}.kld-base"
+    base = out_dir / f"{reference[0].replace('/', '_')}.{text.stem}.kld-base"
     common = ["-f", str(text), "-c", str(n_ctx), "--chunks", str(chunks), "-ngl", str(n_gpu_layers)]
     if not base.exists():
         say(f"reference logits: {reference[0]} over {chunks} x {n_ctx} tokens (llama-perplexity)")

@@ -77,7 +77,9 @@ def make_ladder(model: str | Path, out_dir: str | Path, quants: tuple[str, ...] 
     rungs = [Rung("F16" if ref_path != model else info.file_type, str(ref_path), ref_label, True)]
     imat = None
     if imatrix_quants:
-        calibration = calibration or Path(__file__).parent / "calibration.txt"
+        from evals.kld import CALIBRATION
+
+        calibration = calibration or CALIBRATION
         imat = out_dir / f"{stem}.imatrix.dat"
     for q in quants:
         path = out_dir / f"{stem}.{q.upper()}.gguf"

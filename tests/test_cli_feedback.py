@@ -69,3 +69,22 @@ def test_kld_says_what_it_is_doing(smollm2, llama_server_bin, tmp_path):
                   log=lines.append)
     assert lines == ["reference logits: ref over 2 x 128 tokens (llama-perplexity)", "[1/1] KLD of same vs ref"]
     assert out[0].mean_kld == pytest.approx(0.0, abs=1e-3) and out[0].same_top1_pct == pytest.approx(100.0)
+
+
+def test_kld_text_is_held_out_from_the_imatrix_calibration(smollm2, llama_server_bin, tmp_path, shared_data):
+    """The KLD's default text is evals/heldout.txt, rebuilt exactly from the local data, sharing no passage with the
+    importance matrix's calibration text; measuring on the calibration text is said."""
+    from evals.heldout_text import build
+    from evals.kld import CALIBRATION, HELDOUT
+
+    if shared_data is not None:  # the shipped file is what its provenance says (where the datasets are)
+        assert HELDOUT.read_text() == build(shared_data)
+    calibration = {b.strip() for b in CALIBRATION.read_text().split("\n\n") if b.strip()}
+    heldout = {b.strip() for b in HELDOUT.read_text().split("\n\n") if b.strip()}
+    assert len(heldout) > 400 and not calibration & heldout
+    out = measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=128, chunks=1)
+    assert out[0].text == "heldout.txt"
+    lines: list[str] = []
+    measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=128, chunks=1, text=CALIBRATION,
+            log=lines.append)
+    assert lines[0].startswith("note: calibration.txt is the importance matrix's calibration text")
