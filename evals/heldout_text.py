@@ -2,9 +2,11 @@
 
 The importance matrix is trained on ``evals/calibration.txt`` (GSM8K *train* worked solutions). Measuring KLD on
 that same text would favour the imatrix rungs, so ``llama-perplexity --kl-divergence`` reads ``evals/heldout.txt``
-instead: the 285 MMLU *dev* questions with their choices and answers (57 subjects; prose and notation), then the 164
-HumanEval prompts with their canonical solutions (code). Neither set is in the calibration text, and neither is
-an item the evals score (MMLU dev only supplies few-shot exemplars; HumanEval code is scored by running tests).
+instead: the 285 MMLU *dev* questions with their choices and answers (57 subjects; prose and notation) and the 164
+HumanEval prompts with their canonical solutions (code), interleaved (two MMLU questions, then one HumanEval
+problem) so that the first chunks, all that a short measurement reads, hold both kinds. Neither set is in the
+calibration text. MMLU dev is never scored (it supplies few-shot exemplars); HumanEval problems are scored by the
+code task, so a KLD on this text overlaps that task's prompts (not its answers' correctness).
 
     python -m evals.heldout_text ../shared/data            # rewrites evals/heldout.txt, prints its sha256
 """
@@ -27,14 +29,17 @@ def build(data_dir: str | Path) -> str:
     for rel in SOURCES:
         if not (data_dir / rel).is_file():
             raise FileNotFoundError(f"{data_dir / rel}: missing; the held-out text is built from {', '.join(SOURCES)}")
-    parts = []
+    mmlu, code = [], []
     for line in (data_dir / SOURCES[0]).read_text().splitlines():
         q = json.loads(line)
         choices = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(q["choices"]))
-        parts.append(f"{q['question']}\n{choices}\nAnswer: {'ABCD'[q['answer']]}")
+        mmlu.append(f"{q['question']}\n{choices}\nAnswer: {'ABCD'[q['answer']]}")
     for line in (data_dir / SOURCES[1]).read_text().splitlines():
         h = json.loads(line)
-        parts.append(h["prompt"] + h["canonical_solution"])
+        code.append(h["prompt"] + h["canonical_solution"])
+    parts = []
+    for i in range(max(len(mmlu), 2 * len(code))):
+        parts += mmlu[2 * i: 2 * i + 2] + code[i: i + 1]
     return "\n\n".join(parts) + "\n"
 
 

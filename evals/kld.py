@@ -9,6 +9,7 @@ calibration text (``evals/calibration.txt``), which would favour the imatrix run
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from quantswarm.engine.build import require_tool
-from quantswarm.errors import EngineError
+from quantswarm.errors import ConfigError, EngineError
+from quantswarm.registry import sha256_file
 
 CALIBRATION = Path(__file__).parent / "calibration.txt"  # the importance matrix's text (llama-imatrix)
 HELDOUT = Path(__file__).parent / "heldout.txt"  # the KLD's text, held out from CALIBRATION
@@ -56,10 +58,16 @@ def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: 
     ``log`` gets a status line before each llama-perplexity run."""
     say = log or (lambda _line: None)
     text = Path(text)
+    if not text.is_file():
+        raise ConfigError(f"--text {text}: no such file")
+    if chunks < 2:
+        raise ConfigError(f"--chunks {chunks}: llama-perplexity reports the mean KLD over 2 or more chunks")
     if text.resolve() == CALIBRATION.resolve():
         say(f"note: {text.name} is the importance matrix's calibration text; the imatrix rungs are favoured on it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"{reference[0].replace('/', '_')}.{text.stem}.kld-base"
+    # the saved reference logits hold exactly n_ctx x chunks tokens of this text from this file: all in the name
+    key = f"{text.stem}.{n_ctx}x{chunks}.{sha256_file(reference[1])[:12]}"
+    base = out_dir / f"{reference[0].replace('/', '_')}.{key}.kld-base"
     common = ["-f", str(text), "-c", str(n_ctx), "--chunks", str(chunks), "-ngl", str(n_gpu_layers)]
     if not base.exists():
         say(f"reference logits: {reference[0]} over {chunks} x {n_ctx} tokens (llama-perplexity)")
@@ -68,6 +76,8 @@ def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: 
     for i, (agent, path) in enumerate(quants, 1):
         say(f"[{i}/{len(quants)}] KLD of {agent} vs {reference[0]}")
         out = _perplexity(["-m", path, "--kl-divergence-base", str(base), "--kl-divergence", *common])
+        if math.isnan(_num(r"Mean\s+KLD:\s+(-?[\d.]+)", out)):
+            raise EngineError(f"llama-perplexity printed no mean KLD for {agent}: {out.strip()[-300:]}")
         results.append(Fidelity(
             agent=agent, reference_agent=reference[0],
             mean_kld=_num(r"Mean\s+KLD:\s+(-?[\d.]+)", out), kld_err=_num(r"Mean\s+KLD:\s+[-\d.]+\s+±\s+([\d.]+)", out),

@@ -1,7 +1,7 @@
 """The demo loop, one small function per stage, each printing as it goes.
 
 1. ladder: F16 from the published quant, then the quants, with llama.cpp's quantizer;
-2. KLD of every rung against F16 on held-out text (GSM8K *train* solutions: neither evaluated nor calibrated on);
+2. KLD of every rung against F16 on held-out text (``evals/heldout.txt``: MMLU dev + HumanEval, not the imatrix text);
 3. accuracy on GSM8K + MMLU samples, and the report (Markdown, CSVs, PNG);
 4. routing labels from those results: per item, the cheapest of the swarm's agents that got it right;
 5. a router compiled with a fast optimizer (LabeledFewShot by default);
@@ -15,7 +15,6 @@ Only public entry points of the jobs are used: ``make_ladder``, ``kld.measure``,
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -175,30 +174,13 @@ def stage_ladder(cfg: DemoConfig, say: Say) -> list[Rung]:
     return rungs
 
 
-def heldout_text(path: Path, min_chars: int) -> Path:
-    """GSM8K *train* questions and solutions from the shipped sample, at least ``min_chars`` long."""
-    from quantswarm.paths import SHIPPED_DATA
-
-    chunks, n = [], 0
-    for line in (SHIPPED_DATA / "gsm8k" / "train.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        text = f"Question: {row['question']}\nAnswer: {row['answer'].replace('####', 'The answer is')}\n\n"
-        chunks.append(text)
-        n += len(text)
-        if n >= min_chars:
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(chunks))
-    return path
-
-
 def stage_kld(cfg: DemoConfig, rungs: list[Rung], say: Say) -> dict[str, Fidelity]:
     """Mean KLD and top-1 agreement of each rung against F16 (llama-perplexity) on held-out text."""
-    from evals.kld import measure
+    from evals.kld import HELDOUT, measure
 
     ref = next(r for r in rungs if r.is_reference)
-    text = heldout_text(cfg.root / "heldout.txt", cfg.kld_ctx * cfg.kld_chunks * 6)  # ~4 characters a token
-    say(f"held-out text: {text} (GSM8K train solutions; {cfg.kld_chunks} x {cfg.kld_ctx} tokens)")
+    text = HELDOUT  # MMLU dev + HumanEval, never the importance matrix's text (evals/TEXTS.md)
+    say(f"held-out text: {text.name} (MMLU dev + HumanEval, evals/TEXTS.md; {cfg.kld_chunks} x {cfg.kld_ctx} tokens)")
     fid = measure((cfg.agent(ref.quant), ref.path), [(cfg.agent(r.quant), r.path) for r in rungs if not r.is_reference],
                   cfg.results_dir, text=text, n_ctx=cfg.kld_ctx, chunks=cfg.kld_chunks)
     say(_table([{"agent": f.agent, "mean KLD": f"{f.mean_kld:.4f}", "same top-1": f"{f.same_top1_pct:.1f}%",
