@@ -187,13 +187,14 @@ def _resolve_cache(cfg: SwarmConfig, a: AgentSpec, key: str) -> None:
     attention (llama.cpp refuses it otherwise: ``llama_init_from_model``)."""
     from serving.memory_model import is_quantized
 
-    explicit = a.kv_cache_type is not None
+    explicit, explicit_fa = a.kv_cache_type is not None, a.flash_attn is not None
     a.kv_cache_type = a.kv_cache_type or cfg.workers.kv_cache_type
     a.flash_attn = a.flash_attn or cfg.workers.flash_attn
     if is_quantized(a.kv_cache_type) and a.flash_attn == "off":
         where = f"{key}.kv_cache_type" if explicit else "workers.kv_cache_type"
+        fa = f"{key}.flash_attn" if explicit_fa else "workers.flash_attn"
         raise ConfigError(f"{where}: {a.kv_cache_type} quantizes the V cache, which llama.cpp runs only with flash "
-                          f"attention, but {key} has flash_attn: off; set flash_attn: on or use f16/bf16/f32")
+                          f"attention, but {fa} is off; set it to on (quoted or not) or use f16/bf16/f32")
 
 
 def _validate_router(cfg: SwarmConfig, base: Path) -> None:

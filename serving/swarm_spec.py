@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -23,7 +24,21 @@ from pydantic import (
 )
 
 from quantswarm.model_errors import At
-from serving.memory_model import FlashAttn, KvCacheType
+from serving.memory_model import FlashAttn as _FlashAttn
+from serving.memory_model import KvCacheType as _KvCacheType
+
+
+def _on_off(value: Any) -> Any:
+    """YAML reads an unquoted on/off/yes/no as a boolean: take it as the word it was."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+FlashAttn = Annotated[_FlashAttn, BeforeValidator(_on_off)]
+KvCacheType = Annotated[_KvCacheType, BeforeValidator(_lower)]  # Q8_0 and q8_0 alike
 
 Role = Literal["router", "general", "chat", "coder", "math", "knowledge", "research", "tools"]
 QuantType = Literal["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "F16"]

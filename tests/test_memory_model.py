@@ -85,10 +85,15 @@ def test_cache_type_is_validated_and_resolved(tmp_path, smollm2):
     assert cfg.agents["a"].kv_cache_type == "q8_0" and cfg.agents["a"].flash_attn == "on"
     cfg = load_swarm(write_spec(tmp_path, smollm2, {"kv_cache_type": "q4_0"}, {"kv_cache_type": "q8_0"}))
     assert cfg.agents["a"].kv_cache_type == "q4_0"
+    # YAML's unquoted on/off arrive as booleans; type names in capitals are llama.cpp's names all the same
+    workers = {"kv_cache_type": "Q8_0", "flash_attn": False}
+    cfg = load_swarm(write_spec(tmp_path, smollm2, {"flash_attn": True}, workers))
+    assert (cfg.agents["a"].flash_attn, cfg.agents["a"].kv_cache_type, cfg.workers.flash_attn) == ("on", "q8_0", "off")
     bad = [({"kv_cache_type": "q3"}, {}, r"^swarm\.yaml: agents\.a\.kv_cache_type: 'q3' is not one of"),
            ({}, {"kv_cache_type": "int8"}, r"^swarm\.yaml: workers\.kv_cache_type: 'int8' is not one of"),
            ({}, {"kv_cache_type": "q8_0", "flash_attn": "off"},
-            r"^swarm\.yaml: workers\.kv_cache_type: q8_0 quantizes the V cache, .* flash_attn: off"),
+            r"^swarm\.yaml: workers\.kv_cache_type: q8_0 quantizes the V cache, .* but workers\.flash_attn is off"),
+           ({"flash_attn": False}, {"kv_cache_type": "q8_0"}, r"but agents\.a\.flash_attn is off"),
            ({"kv_cache_type": "q4_0", "flash_attn": "off"}, {}, r"agents\.a\.kv_cache_type: q4_0 quantizes"),
            ({"extra_args": ["-ctk", "q8_0"]}, {}, r"agents\.a\.extra_args\[0\]: -ctk is set from "
                                                    r"agents\.a\.kv_cache_type")]
