@@ -39,6 +39,7 @@ from evals.eval_config import EvalConfig  # noqa: E402
 from evals.runner import run_eval  # noqa: E402
 from quantswarm.energy import device_label  # noqa: E402
 from quantswarm.engine.build import require_tool  # noqa: E402
+from quantswarm.errors import QuantswarmError  # noqa: E402
 from quantswarm.registry import resolve_model, sha256_file  # noqa: E402
 from quantswarm.results import ResultsTable  # noqa: E402
 from quantswarm.text_table import markdown_table  # noqa: E402
@@ -76,16 +77,14 @@ def batched_bench(model: Path, ps: list[int], npp: int, ntg: int, n_gpu_layers: 
 
 
 def parse_layout(name: str, p: int) -> tuple[int, int, bool]:
-    """``1xP`` / ``Rx16`` / ``...+bs`` → (replicas, slots per replica, backend sampling) for total parallelism p."""
-    bs = name.endswith("+bs")
-    shape = name.removesuffix("+bs")
-    if shape == "1xP":
-        return 1, p, bs
-    m = re.fullmatch(r"Rx(\d+)", shape)
-    if not m or p % int(m.group(1)):
-        raise ValueError(f"layout {name!r}: use 1xP or RxS (S dividing every P), optionally +bs")
-    slots = int(m.group(1))
-    return p // slots, slots, bs
+    """``1xP`` / ``Rx16`` / ``...+bs`` → (replicas, slots per replica, backend sampling) for total parallelism p;
+    ValueError for anything else."""
+    m = re.fullmatch(r"(1xP|Rx(\d+))(\+bs)?", name)
+    slots = int(m.group(2)) if m and m.group(2) else 0
+    if not m or (m.group(2) and (slots < 1 or p % slots)):
+        raise ValueError(f"layout {name!r}: use 1xP or RxS (S >= 1 dividing every P), optionally +bs")
+    bs = bool(m.group(3))
+    return (1, p, bs) if m.group(1) == "1xP" else (p // slots, slots, bs)
 
 
 def runner(model: Path, p: int, layout: str, args, work: Path) -> dict:
@@ -115,8 +114,20 @@ def identical(a: dict, b: dict) -> float:
     return sum(a["outputs"][k] == b["outputs"][k] for k in keys) / max(1, len(keys))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except (ValueError, QuantswarmError) as exc:  # bad input: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", default="smollm2-135m-instruct-q4_1", help="GGUF path or catalogue name")
     ap.add_argument("--p", default="16,32,64", help="total parallelism values (comma-separated)")
     ap.add_argument("--layouts", default="1xP,Rx16,Rx16+bs", help="runner layouts (1xP, RxS, +bs)")
@@ -128,11 +139,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per llama.cpp process")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", required=True, help="results folder")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    model = resolve_model(args.model)
-    ps = [int(x) for x in args.p.split(",")]
+    try:
+        ps = [int(x) for x in args.p.split(",")]
+    except ValueError:
+        raise ValueError(f"--p {args.p!r}: comma-separated whole numbers, e.g. 16,32,64") from None
+    if not ps or min(ps) < 1:
+        raise ValueError(f"--p {args.p!r}: every parallelism must be >= 1")
     layouts = [x for x in args.layouts.split(",") if x]
+    if not layouts:
+        raise ValueError("--layouts is empty: give e.g. 1xP,Rx16,Rx16+bs")
+    model = resolve_model(args.model)
     for p in ps:
         for layout in layouts:
             parse_layout(layout, p)  # a bad layout fails before anything runs

@@ -34,13 +34,13 @@ def ladder(
         resolve_model(model), out, tuple(_csv(quants)), imatrix_quants=tuple(_csv(imatrix)), calibration=calibration
     )
     for r in rungs:
-        typer.echo(
-            f"{r.quant:10} {r.bits_per_weight:6.2f} bpw  {r.size_bytes / 2**20:8.1f} MiB  {r.reference:32} {r.path}"
-        )
-        if r.k_quant_fell_back:
-            types = ", ".join(f"{t} x{n}" for t, n in sorted(r.tensor_types.items(), key=lambda kv: -kv[1]))
-            typer.echo(f"{'':10} FELL BACK: most tensors are not k-quants ({types}): rows not divisible by 256",
-                       err=True)
+        types = sorted(r.tensor_types.items(), key=lambda kv: -kv[1])
+        fell = "  FELL BACK: " + ", ".join(f"{t} x{n}" for t, n in types)
+        typer.echo(f"{r.quant:10} {r.bits_per_weight:6.2f} bpw  {r.size_bytes / 2**20:8.1f} MiB  {r.reference:32} "
+                   f"{r.path}{fell if r.k_quant_fell_back else ''}")
+    if any(r.k_quant_fell_back for r in rungs):
+        typer.echo("FELL BACK: most tensors of these rungs are not stored in their nominal k-/i-quant type (rows not "
+                   "divisible by 256); read them by bits per weight", err=True)
 
 
 @eval_app.command("run")

@@ -272,7 +272,9 @@ def run_eval(cfg: EvalConfig) -> Path:
             **({"extra_args": ("--backend-sampling",)} if cfg.backend_sampling else {}),
         )
         try:
-            versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks)})
+            versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks),
+                                      **({"sampling": "llama-server --backend-sampling"} if cfg.backend_sampling
+                                         else {})})
             for task in tasks:
                 if todo[task.name]:
                     ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), n_ctx,
@@ -395,6 +397,7 @@ def _run_block(
         "backend": engine.backend,
         "parallel": engine.parallel,
         "replicas": getattr(engine, "replicas", 1),
+        "backend_sampling": cfg.backend_sampling,
         "temperature": ctx.params.temperature,
         "max_tokens": ctx.params.max_tokens,
         "device": ctx.device,

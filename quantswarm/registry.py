@@ -63,20 +63,20 @@ class ModelInfo:
 
     @property
     def k_quant_share(self) -> float | None:
-        """Share of the quantized tensors (not F32/F16/BF16) stored in a k-quant type (Q2_K .. Q8_K); None when
-        no tensor is quantized."""
+        """Share of the quantized tensors (not F32/F16/BF16) stored in a 256-element super-block type (the k-quants
+        Q2_K .. Q8_K and the i-quants but IQ4_NL); None when no tensor is quantized."""
         quantized = {t: n for t, n in self.tensor_types.items() if t.upper() not in UNQUANTIZED_TYPES}
         total = sum(quantized.values())
-        return sum(n for t, n in quantized.items() if t.upper().endswith("_K")) / total if total else None
+        return sum(n for t, n in quantized.items() if is_superblock_type(t)) / total if total else None
 
     @property
     def k_quant_fell_back(self) -> bool:
-        """True for a nominal k-quant file (Q2_K, Q3_K_M, ..., Q6_K) whose quantized tensors are mostly stored in
-        other types: llama.cpp quantizes a row to a k-quant only when its width divides into 256-element
-        super-blocks (``QK_K``) and falls back to Q4_0/Q5_0/Q5_1/Q8_0 otherwise (``llama_tensor_get_type`` in
-        ``llama-quant.cpp``), e.g. Qwen2.5-0.5B's 896-wide rows, SmolLM2-135M's 576-wide rows."""
+        """True for a nominal k-quant or i-quant file (Q2_K, Q3_K_M, ..., Q6_K, IQ4_XS, ...) whose quantized tensors
+        are mostly stored in other types: llama.cpp stores a row in a super-block type only when its width divides
+        into 256-element super-blocks (``QK_K``) and falls back to Q4_0/Q5_0/Q5_1/Q8_0/IQ4_NL otherwise
+        (``llama_tensor_get_type`` in ``llama-quant.cpp``), e.g. Qwen2.5-0.5B's 896-wide rows, SmolLM2-135M's 576."""
         share = self.k_quant_share
-        return "_K" in self.file_type.upper() and share is not None and share < 0.5
+        return is_superblock_type(self.file_type) and share is not None and share < 0.5
 
     def tensor_types_label(self) -> str:
         """``Q4_K x169, Q6_K x29, F32 x141``: tensor counts per stored type, most first."""
@@ -94,6 +94,12 @@ class ModelInfo:
 
 
 UNQUANTIZED_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def is_superblock_type(name: str) -> bool:
+    """A k-quant (``Q4_K``, file types ``Q4_K_M`` ...) or an i-quant other than IQ4_NL: 256-element super-blocks."""
+    name = name.upper()
+    return "_K" in name or (name.startswith("IQ") and not name.startswith("IQ4_NL"))
 
 
 def file_type_name(value: int) -> str:

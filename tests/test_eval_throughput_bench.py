@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from eval_throughput import batched_bench, parse_batched_bench, parse_layout  # noqa: E402
+from eval_throughput import batched_bench, main, parse_batched_bench, parse_layout  # noqa: E402
 
 
 def test_batched_bench_rows_parsed_from_the_real_tool(smollm2, llama_server_bin):
@@ -24,6 +24,16 @@ def test_layouts():
     assert parse_layout("1xP", 64) == (1, 64, False)
     assert parse_layout("Rx16", 64) == (4, 16, False)
     assert parse_layout("Rx16+bs", 32) == (2, 16, True)
-    for bad in ("Rx24", "2x16", "1xP+xx"):
+    assert parse_layout("Rx8+bs", 64) == (8, 8, True)
+    for bad in ("Rx24", "2x16", "1xP+xx", "Rx0", "1xP+bs+bs", "", "bogus"):
         with pytest.raises(ValueError, match="layout"):
             parse_layout(bad, 64)
+
+
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys):
+    for argv, message in ((["--p", "abc"], "--p 'abc': comma-separated"), (["--layouts", ""], "--layouts is empty"),
+                          (["--layouts", "3x3"], "layout '3x3'"), (["--model", "no-such-model"], "no-such-model")):
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out" / "batched-bench.txt").exists()

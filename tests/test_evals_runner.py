@@ -111,3 +111,17 @@ def test_mmlu_choice_logprobs_are_a_typed_column(smollm2, tmp_path, llama_server
         lp = dict(row.choice_logprobs)
         assert set(lp) <= set("ABCD") and lp and row.output == max(lp, key=lp.get)
         assert row.finish_reason == "logprob" and row.extracted == row.output
+
+
+def test_backend_sampling_is_recorded(smollm2, tmp_path, llama_server_bin):
+    """llama-server --backend-sampling changes greedy outputs under batching: the block and every row say it was on."""
+    import json
+
+    res = tmp_path / "res"
+    run_eval(EvalConfig(models=[f"smol={smollm2}"], tasks=["easy_oneshot"], limit=2, results=str(res),
+                        backend="llama-server", parallel=1, n_ctx=512, backend_sampling=True, progress=False))
+    block = json.loads((res / "blocks.jsonl").read_text().splitlines()[-1])
+    assert block["backend_sampling"] is True
+    df = ResultsTable(res).read()
+    assert len(df) == 2 and df.versions.map(lambda v: json.loads(v)["sampling"]).eq(
+        "llama-server --backend-sampling").all()
