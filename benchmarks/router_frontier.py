@@ -119,7 +119,9 @@ def main() -> int:
         print(f"{name}: {len(sample)} decisions in {time.perf_counter() - t0:.0f} s", flush=True)
     res = evaluate_decisions(sample, sw.names, sw.cheapest, strongest, sub, kinds=sub_kinds, latency=latency,
                              parse_failures=fails)
-    summary = write_report(res, {**meta, "items": f"stratified sample of {len(sample)} held-out items",
+    which = (f"all {len(sample)} held-out items" if len(sample) == len(test)
+             else f"stratified sample of {len(sample)} of the {len(test)} held-out items")
+    summary = write_report(res, {**meta, "items": which,
                                  "latency_note": f"decision latency on {device_label()}, one request at a time"},
                            args.out / "programs")
     print(json.dumps({k: summary[k] for k in ("best_router", "acc_ratio_vs_strongest",
