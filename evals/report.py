@@ -185,7 +185,7 @@ def build_report(results: str | Path, reference: str | None = None) -> Report:
     if fid:
         fdf = pd.DataFrame([asdict(f) for f in fid.values()])
         md += [f"\n## Token-level fidelity vs {next(iter(fid.values())).reference_agent} (llama-perplexity)\n",
-               _md(fdf, ["agent", "mean_kld", "kld_err", "same_top1_pct", "ppl", "tokens"])]
+               _md(fdf, ["agent", "mean_kld", "kld_err", "same_top1_pct", "ppl", "tokens", "text"])]
     if not speed.empty and "tensor_types" in speed:
         rungs = speed.drop_duplicates("agent")
         md += ["\n## Stored tensor types (from each GGUF)\n", _md(rungs, ["agent", "bits_per_weight", "tensor_types"])]
