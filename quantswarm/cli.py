@@ -56,7 +56,9 @@ def models_inspect(path: Path = typer.Argument(..., help="A .gguf file")) -> Non
         ("parameters", f"{info.n_params / 1e6:.1f} M"),
         ("size", f"{info.size_bytes / 2**20:.1f} MiB ({info.bits_per_weight:.2f} bits/weight)"),
         ("KV cache", f"{info.kv_bytes_per_token() / 1024:.1f} KiB per token (f16)"),
-        ("tensor types", ", ".join(f"{k}x{v}" for k, v in sorted(info.tensor_types.items()))),
+        ("tensor types", info.tensor_types_label() + (
+            f"  FELL BACK: only {info.k_quant_share:.0%} of the quantized tensors are k-/i-quants (rows not divisible"
+            " by 256)" if info.k_quant_fell_back else "")),
         ("chat template", "yes" if info.chat_template else "no"),
         ("sha256", sha256_file(path)),
     ]

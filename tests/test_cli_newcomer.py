@@ -114,3 +114,14 @@ def test_task_limit_by_yaml_path_applies_to_its_task(tmp_path):
     assert cfg.limit_for("my_mmlu") == 3 and cfg.limit_for("gsm8k_cot_zeroshot") == 2
     with pytest.raises(Exception, match="'my_task' is not one of the tasks"):
         EvalConfig(models=["x.gguf"], tasks=[str(yaml_task)], task_limits={"my_task": 3})
+
+
+def test_models_inspect_says_when_a_k_quant_fell_back(smollm2_ladder):
+    """SmolLM2's 576-wide rows take no 256-element super-blocks: its "Q2_K" is mostly Q4_0, and inspect says so."""
+    from evals.ladder import read_ladder
+
+    rungs = {r.quant: r.path for r in read_ladder(smollm2_ladder)}
+    q2 = qs("models", "inspect", rungs["Q2_K"])
+    assert q2.returncode == 0 and "FELL BACK: only" in q2.stdout and "Q4_0 x180" in q2.stdout
+    q8 = qs("models", "inspect", rungs["Q8_0"])
+    assert q8.returncode == 0 and "FELL BACK" not in q8.stdout
