@@ -76,6 +76,9 @@ class EvalConfig:
     backend_sampling: bool = field(default=False, metadata={
         "help": "llama-server --backend-sampling: the sampler runs on the GPU beside the model, not per slot on the "
                 "CPU (outputs may differ from CPU sampling; llama-server only)"})
+    concurrent_models: int = field(default=1, metadata={
+        "help": "models evaluated at once, each with its own llama-server(s) on the same device (a ladder's rungs "
+                "share one GPU); energy per row is then not recorded"})
     max_tokens: int | None = field(default=None, metadata={"help": "override each task's max_tokens"})
     # decoding
     repeats: int = field(default=1, metadata={
@@ -101,6 +104,8 @@ class EvalConfig:
             raise ConfigError("parallel must be >= 1")
         if self.replicas < 1:
             raise ConfigError("replicas must be >= 1")
+        if self.concurrent_models < 1:
+            raise ConfigError("concurrent_models must be >= 1")
         if self.backend_sampling and self.backend == "llama-cpp-python":
             raise ConfigError("backend_sampling is a llama-server option; use backend llama-server (or auto)")
         if self.repeats < 1:

@@ -13,9 +13,10 @@ import itertools
 import json
 import math
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -246,7 +247,9 @@ def run_eval(cfg: EvalConfig) -> Path:
     unknown = set(cfg.loras) - {m.agent for m in models}
     if unknown:
         raise ConfigError(f"loras names agents {sorted(unknown)} that are not among {[m.agent for m in models]}")
-    for model in models:
+    live: list[Engine] = []  # engines open now: an interrupt of concurrent models closes them all
+
+    def one_model(model: ModelSpec) -> None:
         lora = cfg.loras.get(model.agent)
         sha = model_identity(model.path, lora)
         todo = {}
@@ -258,7 +261,7 @@ def run_eval(cfg: EvalConfig) -> Path:
         if not any(todo.values()):
             if cfg.progress:
                 print(f"{model.agent}: all items already in {cfg.results} with these settings, skipped")
-            continue
+            return
         engine = open_engine(
             model.path,
             backend="llama-server" if cfg.backend_sampling else cfg.backend,
@@ -271,6 +274,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             **({"lora_path": lora} if lora else {}),
             **({"extra_args": ("--backend-sampling",)} if cfg.backend_sampling else {}),
         )
+        live.append(engine)
         try:
             versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks),
                                       **({"sampling": "llama-server --backend-sampling"} if cfg.backend_sampling
@@ -279,22 +283,58 @@ def run_eval(cfg: EvalConfig) -> Path:
                 if todo[task.name]:
                     ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), n_ctx,
                                      data[task.name][2], device, versions, cfg.allow_code_execution)
-                    _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1], tally)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
-            print(f"interrupted: {tally.rows} rows ({tally.items} items) saved to {cfg.results} by this run; "
-                  "rerun the same command to resume", file=sys.stderr)
-            raise
+                    _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1], tally,
+                               energy=cfg.concurrent_models == 1)
         finally:
             engine.close()  # stops llama-server, so requests still in flight fail at once instead of finishing
+            live.remove(engine)
+
+    if cfg.concurrent_models > 1 and len(models) > 1:
+        print(f"note: {min(cfg.concurrent_models, len(models))} models at once on one device: energy per row and "
+              "per block is not recorded (the GPU's energy counter cannot tell the models apart)", file=sys.stderr)
+    try:
+        if cfg.concurrent_models == 1 or len(models) == 1:
+            for model in models:
+                one_model(model)
+        else:
+            _run_concurrently(one_model, models, cfg.concurrent_models, live)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        print(f"interrupted: {tally.rows} rows ({tally.items} items) saved to {cfg.results} by this run; "
+              "rerun the same command to resume", file=sys.stderr)
+        raise
     return Path(cfg.results)
+
+
+def _run_concurrently(one_model, models: list[ModelSpec], workers: int, live: list[Engine]) -> None:
+    """``one_model`` for every model, ``workers`` at a time; the first failure (or Ctrl-C) closes every open
+    engine, so the other models' requests fail at once, keeps what they saved, and is raised."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = [pool.submit(one_model, m) for m in models]
+    try:
+        for fut in as_completed(futures):
+            fut.result()
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        with ThreadPoolExecutor(max(1, len(live))) as closer:  # at once: a busy llama-server takes seconds to stop
+            list(closer.map(lambda e: e.close(), list(live)))
+        pool.shutdown(wait=True)  # the workers flush what finished, then end on their closed engines
+        raise
+    pool.shutdown()
 
 
 @dataclass
 class _Tally:
-    """Rows and items this run has written to the results table."""
+    """Rows and items this run has written to the results table (written from several threads)."""
 
     rows: int = 0
     items: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, rows: int, items: int) -> None:
+        with self.lock:
+            self.rows += rows
+            self.items += items
 
 
 def _run_block(
@@ -305,23 +345,25 @@ def _run_block(
     items: list[tuple[Item, int]],
     pool: list[Item],
     tally: _Tally | None = None,
+    energy: bool = True,
 ) -> None:
+    """Answer ``items`` with ``engine`` and append their rows; ``energy`` False leaves joules empty (other models
+    share the device's energy counter)."""
     task, model = ctx.task, ctx.model
     tally = tally or _Tally()
-    clock = _EnergyClock()
+    clock = _EnergyClock() if energy else None
     buffer: list[list[ResultRow]] = []
     t0 = time.time()
     tokens = 0
 
     def flush() -> None:
-        joules = clock.lap()
+        joules = clock.lap() if clock else None
         if joules is not None and buffer:
             weights = [max(1, g[0].prompt_tokens + g[0].completion_tokens) for g in buffer if g]
             for g, w in zip([g for g in buffer if g], weights, strict=True):
                 for row in g:
                     row.joules = joules * w / sum(weights)
-        tally.rows += table.append([row for g in buffer for row in g])
-        tally.items += len(buffer)
+        tally.add(table.append([row for g in buffer for row in g]), len(buffer))
         buffer.clear()
 
     def one(item: Item, seed: int):
@@ -401,7 +443,7 @@ def _run_block(
         "temperature": ctx.params.temperature,
         "max_tokens": ctx.params.max_tokens,
         "device": ctx.device,
-        "joules": meter.joules,
+        "joules": meter.joules if energy else None,
         "peak_vram_mib": meter.peak_vram_mib,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

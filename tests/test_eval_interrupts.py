@@ -170,3 +170,25 @@ def test_ctrl_c_during_in_process_generations_exits_at_once(smollm2, tmp_path):
     assert run.proc.returncode == 130, run.stderr[-2000:]
     assert seconds < 15
     assert saved(run.stderr) == (2, 2) and len(ResultsTable(res).read()) == 2
+
+
+def test_ctrl_c_with_concurrent_models_closes_every_server_and_keeps_the_rows(smollm2, llama_server_bin, tmp_path):
+    """Two models at once (--concurrent-models 2): Ctrl-C while both generate closes both llama-servers at once,
+    keeps each model's finished MMLU rows and says how many."""
+    long_task = tmp_path / "apples.yaml"
+    long_task.write_text(LONG_TASK)
+    res = tmp_path / "res"
+    args = common(smollm2, res, "mmlu_logprob", str(long_task), limit=2)
+    run = EvalProcess(f"twin={smollm2}", *args, "--concurrent-models", "2")
+    run.wait_for(r"smol apples:\s+0%")
+    run.wait_for(r"twin apples:\s+0%")
+    assert len(run.servers) == 2, run.servers
+    time.sleep(3)
+    seconds = run.stop(signal.SIGINT)
+    assert run.proc.returncode == 130, run.stderr[-2000:]
+    assert seconds < 15
+    rows, items = saved(run.stderr)  # each model's finished MMLU block, and any answer that finished in time
+    table = ResultsTable(res).read()
+    assert len(table) == rows == items >= 4 and set(table.agent) == {"smol", "twin"}
+    assert len(table[table.task == "mmlu_logprob"]) == 4
+    assert not [p for p in run.servers if _alive(p)], "llama-server left running"

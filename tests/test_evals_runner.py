@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
+
 from evals.eval_config import EvalConfig
 from evals.ladder import read_ladder
 from evals.report import write_report
 from evals.runner import context_needed, run_eval
 from evals.task import load_task
+from quantswarm.errors import ConfigError
 from quantswarm.registry import inspect_gguf
 from quantswarm.results import ResultsTable
 
@@ -125,3 +128,24 @@ def test_backend_sampling_is_recorded(smollm2, tmp_path, llama_server_bin):
     df = ResultsTable(res).read()
     assert len(df) == 2 and df.versions.map(lambda v: json.loads(v)["sampling"]).eq(
         "llama-server --backend-sampling").all()
+
+
+def test_concurrent_models_give_the_rows_of_one_at_a_time(smollm2_ladder, tmp_path, llama_server_bin, capsys):
+    """Two rungs evaluated at once (each its own llama-server) give the same greedy rows as one after the other;
+    energy is then not recorded, and the run says so."""
+    import json
+
+    ladder = read_ladder(smollm2_ladder)
+    base = dict(models=[f"q8={ladder[1].path}", f"q2={ladder[2].path}"], tasks=["easy_oneshot"], limit=3,
+                backend="llama-server", parallel=1, n_ctx=512, progress=False)
+    run_eval(EvalConfig(**base, results=str(tmp_path / "seq")))
+    run_eval(EvalConfig(**base, results=str(tmp_path / "conc"), concurrent_models=2))
+    assert "2 models at once on one device: energy per row and per block is not recorded" in capsys.readouterr().err
+    seq, conc = ResultsTable(tmp_path / "seq").read(), ResultsTable(tmp_path / "conc").read()
+    key = lambda df: sorted(zip(df.agent, df.item_id, df.output, strict=True))  # noqa: E731
+    assert len(conc) == 6 and key(conc) == key(seq)
+    blocks = [json.loads(line) for line in (tmp_path / "conc" / "blocks.jsonl").read_text().splitlines()]
+    assert sorted(b["agent"] for b in blocks) == ["q2", "q8"] and all(b["joules"] is None for b in blocks)
+    assert conc.joules.isna().all()
+    with pytest.raises(ConfigError, match="concurrent_models must be >= 1"):
+        EvalConfig(**base, concurrent_models=0)
