@@ -2,10 +2,9 @@
 
 For every router: label accuracy, cost-aware metric, confusion matrix, achieved task accuracy and total cost when
 each task is sent where the router says (per-item cost and correctness from the table), parse failures, decision
-latency p50/p95, and an APGR-style area. The area follows RouteLLM's evaluate idea for an N-way router: with
-cost normalised so always-cheapest is 0 and always-strongest is 1, and quality as the performance-gap recovered
-(PGR = (acc - acc_cheap) / (acc_strong - acc_cheap)), a router's point is joined to (0, 0) and (1, 1) by random
-mixing with the cheap and strong agents; the area under that curve is 0.5 for the cheap/strong interpolation itself.
+latency p50/p95, and APGR: the area under ``router.frontier.curve_points`` (RouteLLM's: cost normalised so
+always-cheapest is 0 and always-strongest is 1, quality as the performance gap recovered) through the router's one
+operating point; 0.5 is the cheap/strong interpolation itself.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from quantswarm.errors import ConfigError
+from router.frontier import curve_area, curve_points
 from router.labels import RoutingExample, load_labeled, split_examples
 from router.metric import CostAwareMetric
 from router.router_config import RouterConfig
@@ -42,22 +42,6 @@ class RouterScore:
     pgr: float = float("nan")
     apgr: float = float("nan")
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> chosen -> count
-
-
-def apgr_area(x: float, y: float) -> float:
-    """Area under (0,0) -> (x, y) -> (1,1) on x in [0, 1] (x clipped): the random-mixing cost-quality curve."""
-    if np.isnan(x) or np.isnan(y):
-        return float("nan")
-    x = min(max(x, 0.0), 1.0)
-    return x * y / 2 + (1 - x) * (y + 1) / 2
-
-
-def curve(x: float, y: float, n: int = 51) -> tuple[np.ndarray, np.ndarray]:
-    """Points of the random-mixing curve through (x, y)."""
-    xs = np.linspace(0, 1, n)
-    x = min(max(x, 1e-9), 1 - 1e-9)
-    ys = np.where(xs <= x, y * xs / x, y + (1 - y) * (xs - x) / (1 - x))
-    return xs, ys
 
 
 def score_router(name: str, kind: str, router, examples: list[RoutingExample], metric: CostAwareMetric,
@@ -94,7 +78,7 @@ def _add_areas(scores: list[RouterScore], cheap: RouterScore, strong: RouterScor
     for s in scores:
         s.cost_norm = (s.total_cost - cheap.total_cost) / dc if dc else float("nan")
         s.pgr = (s.task_accuracy - cheap.task_accuracy) / da if da else float("nan")
-        s.apgr = apgr_area(s.cost_norm, s.pgr)
+        s.apgr = curve_area([(s.cost_norm, s.pgr)]) if np.isfinite(s.cost_norm) and np.isfinite(s.pgr) else np.nan
 
 
 def evaluate_routers(config: RouterConfig, programs: list[str], out: str | Path, *, uncompiled: bool = True,
@@ -242,7 +226,7 @@ def _plot(scores: list[RouterScore], cheap: RouterScore, strong: RouterScore, pa
         ax1.scatter(s.total_cost, s.task_accuracy, marker=marker, s=90 if marker == "*" else 45)
         ax1.annotate(s.name, (s.total_cost, s.task_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if not s.name.startswith("always:") and not np.isnan(s.cost_norm) and not np.isnan(s.pgr):
-            xs, ys = curve(s.cost_norm, s.pgr)
+            xs, ys = curve_points([(s.cost_norm, s.pgr)])
             ax2.plot(xs, ys, label=f"{s.name} (APGR {s.apgr:.2f})", lw=2 if s.kind == "program" else 1)
     ax2.plot([0, 1], [0, 1], "k--", lw=1, label="cheap/strong (0.50)")
     ax1.set_xlabel("total cost of the held-out items")

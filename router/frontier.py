@@ -55,11 +55,13 @@ def _matrices(test: list[RoutingExample], agents: list[str]) -> tuple[np.ndarray
 
 def curve_area(points: list[tuple[float, float]]) -> float:
     """Area under (0,0) -> points (sorted by cost, running max of PGR, clipped to [0,1]) -> (1,1)."""
-    xs, ys = _curve(points)
+    xs, ys = curve_points(points)
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))
 
 
-def _curve(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+def curve_points(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """A router's cost-quality curve: (0,0), its operating points (cost clipped to [0, 1], running maximum of PGR
+    capped at 1), (1,1)."""
     pts = sorted((min(max(x, 0.0), 1.0), y) for x, y in points if np.isfinite(x) and np.isfinite(y))
     xs, ys, best = [0.0], [0.0], 0.0
     for x, y in pts:
@@ -73,7 +75,7 @@ def _curve(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
 
 def cpt(points: list[tuple[float, float]], target: float) -> float:
     """Smallest normalised cost at which the router's curve reaches PGR ``target`` (linear between points)."""
-    xs, ys = _curve(points)
+    xs, ys = curve_points(points)
     for i in range(1, len(xs)):
         if ys[i] >= target:
             if ys[i] == ys[i - 1]:
@@ -231,7 +233,7 @@ def _plot(results: list[RouterResult], path: Path, meta: dict) -> None:
                      fmt=marker, ms=10 if marker == "*" else 6, capsize=2)
         ax1.annotate(r.name, (r.cost, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if r.kind != "reference":
-            xs, ys = _curve(r.points)
+            xs, ys = curve_points(r.points)
             ax2.plot(xs, ys, label=f"{r.name} ({r.apgr:.2f})", lw=2 if r.kind == "program" else 1)
     ax2.plot([0, 1], [0, 1], "k--", lw=1, label="random mixing (0.50)")
     ax1.set_xlabel(f"cost per item ({meta.get('cost_unit', '')})")

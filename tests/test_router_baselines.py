@@ -7,7 +7,7 @@ import json
 import pytest
 
 from router.baselines import ConstantRouter, OracleRouter, RandomRouter, TfidfRouter
-from router.evaluate import apgr_area
+from router.frontier import curve_area
 from router.labels import labels_from_jsonl, split_examples
 from router.metric import CostAwareMetric
 from router.router_config import RouterConfig
@@ -30,6 +30,7 @@ def test_cost_aware_metric():
 
 
 def test_apgr_area_brackets():
+    apgr_area = lambda x, y: curve_area([(x, y)])  # noqa: E731 - one operating point, as `router eval` scores it
     assert apgr_area(0.5, 0.5) == pytest.approx(0.5)  # on the cheap/strong line
     assert apgr_area(0.0, 1.0) == pytest.approx(1.0)  # strong quality at cheap cost
     assert apgr_area(1.0, 0.0) == pytest.approx(0.0)  # strong cost at cheap quality
