@@ -83,15 +83,15 @@ def test_kld_text_is_held_out_from_the_imatrix_calibration(smollm2, llama_server
     calibration = {b.strip() for b in CALIBRATION.read_text().split("\n\n") if b.strip()}
     heldout = {b.strip() for b in HELDOUT.read_text().split("\n\n") if b.strip()}
     assert len(heldout) > 400 and not calibration & heldout
-    out = measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=64, chunks=2)
+    out = measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=128, chunks=2)
     assert out[0].text == "heldout.txt" and out[0].mean_kld == pytest.approx(0.0, abs=1e-3)
     lines: list[str] = []
-    measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=64, chunks=2, text=CALIBRATION,
+    measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=128, chunks=2, text=CALIBRATION,
             log=lines.append)
     assert lines[0].startswith("note: calibration.txt is the importance matrix's calibration text")
     # the reference logits are saved per text, n_ctx x chunks and reference file: another size is measured anew
-    more = measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=64, chunks=3)
-    assert more[0].tokens == 192 and len(list(tmp_path.glob("*.kld-base"))) == 3
+    more = measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, n_ctx=128, chunks=3)
+    assert more[0].tokens == 384 and len(list(tmp_path.glob("*.kld-base"))) == 3
     with pytest.raises(ConfigError, match="2 or more chunks"):
         measure(("ref", str(smollm2)), [("same", str(smollm2))], tmp_path, chunks=1)
     with pytest.raises(ConfigError, match="no such file"):
