@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from quantswarm.results import ResultsTable
+from tests.procs import alive, llama_children
 
 # a generation the 135M model drags out to its cap: in flight for a minute and more on a shared CPU
 LONG_TASK = """task: apples
@@ -60,16 +61,7 @@ class EvalProcess:
 
     def children(self) -> set[int]:
         """llama-server processes whose parent is the eval process."""
-        out = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue
-            comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-            if comm.startswith("llama-server") and int(rest[1]) == self.proc.pid:
-                out.add(int(stat.parent.name))
-        return out
+        return llama_children(self.proc.pid)
 
     def wait_for(self, pattern: str, timeout: float = 300) -> re.Match:
         deadline = time.monotonic() + timeout
@@ -98,13 +90,6 @@ class EvalProcess:
             pytest.fail(f"still running {limit} s after signal {sig}: {self.stderr[-2000:]}")
         time.sleep(0.5)  # let the reader thread take the last lines
         return time.monotonic() - t0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _kill(pid: int) -> None:
@@ -138,7 +123,7 @@ def test_ctrl_c_mid_block_keeps_finished_items_and_stops_at_once(smollm2, llama_
     table = ResultsTable(res).read()
     assert len(table) == rows == items >= done  # mmlu_logprob has one filter: one row per item
     assert items < 200 and table.item_id.nunique() == items
-    assert not [p for p in run.servers if _alive(p)], "llama-server left running"
+    assert not [p for p in run.servers if alive(p)], "llama-server left running"
 
 
 def test_sigterm_during_long_generations_saves_and_stops_the_server(smollm2, llama_server_bin, tmp_path):
@@ -156,7 +141,7 @@ def test_sigterm_during_long_generations_saves_and_stops_the_server(smollm2, lla
     assert saved(run.stderr) == (2, 2)  # the finished mmlu block; the unfinished answers are not rows
     table = ResultsTable(res).read()
     assert len(table) == 2 and set(table.task) == {"mmlu_logprob"}
-    assert not [p for p in run.servers if _alive(p)], "llama-server left running"
+    assert not [p for p in run.servers if alive(p)], "llama-server left running"
 
 
 def test_ctrl_c_during_in_process_generations_exits_at_once(smollm2, tmp_path):
@@ -191,4 +176,4 @@ def test_ctrl_c_with_concurrent_models_closes_every_server_and_keeps_the_rows(sm
     table = ResultsTable(res).read()
     assert len(table) == rows == items >= 4 and set(table.agent) == {"smol", "twin"}
     assert len(table[table.task == "mmlu_logprob"]) == 4
-    assert not [p for p in run.servers if _alive(p)], "llama-server left running"
+    assert not [p for p in run.servers if alive(p)], "llama-server left running"

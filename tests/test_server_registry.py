@@ -7,19 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from quantswarm.engine.server import LlamaServerEngine, live_server_pids
 from router.program import RouterProgram, save_program
 from router.router_config import RouterConfig
 from router.swarm import load_swarm
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from tests.procs import alive, llama_children
 
 
 def test_live_servers_are_tracked_until_closed(smollm2, llama_server_bin):
@@ -48,19 +41,6 @@ def test_stop_live_servers_stops_every_one_once(smollm2, llama_server_bin):
     pids, counts = res.stdout.splitlines()
     assert len(pids.split()) == 2 and counts == "2 0 0"
     assert not [p for p in map(int, pids.split()) if alive(p)]
-
-
-def llama_children(pid: int) -> set[int]:
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if text[text.index("(") + 1:text.rindex(")")].startswith("llama-server") and \
-                int(text[text.rindex(")") + 2:].split()[1]) == pid:
-            out.add(int(stat.parent.name))
-    return out
 
 
 def test_sigterm_while_the_router_server_loads_stops_it(smollm2, llama_server_bin, tmp_path):
