@@ -28,16 +28,15 @@ def ladder(
 ) -> None:
     """Make the reference (F16, labelled 'from <type>' when dequantized) and every quant with llama.cpp."""
     from evals.ladder import make_ladder
-    from quantswarm.registry import resolve_model
+    from quantswarm.registry import resolve_model, tensor_types_label
 
     rungs = make_ladder(
         resolve_model(model), out, tuple(_csv(quants)), imatrix_quants=tuple(_csv(imatrix)), calibration=calibration
     )
     for r in rungs:
-        types = sorted(r.tensor_types.items(), key=lambda kv: -kv[1])
-        fell = "  FELL BACK: " + ", ".join(f"{t} x{n}" for t, n in types)
+        fell = f"  FELL BACK: {tensor_types_label(r.tensor_types)}" if r.k_quant_fell_back else ""
         typer.echo(f"{r.quant:10} {r.bits_per_weight:6.2f} bpw  {r.size_bytes / 2**20:8.1f} MiB  {r.reference:32} "
-                   f"{r.path}{fell if r.k_quant_fell_back else ''}")
+                   f"{r.path}{fell}")
     if any(r.k_quant_fell_back for r in rungs):
         typer.echo("FELL BACK: most tensors of these rungs are not stored in their nominal k-/i-quant type (rows not "
                    "divisible by 256); read them by bits per weight", err=True)

@@ -38,7 +38,7 @@ def build(data_dir: str | Path) -> str:
         h = json.loads(line)
         code.append(h["prompt"] + h["canonical_solution"])
     parts = []
-    for i in range(max(len(mmlu), 2 * len(code))):
+    for i in range(max(-(-len(mmlu) // 2), len(code))):  # two questions, then one problem, until both run out
         parts += mmlu[2 * i: 2 * i + 2] + code[i: i + 1]
     return "\n\n".join(parts) + "\n"
 

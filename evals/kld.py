@@ -76,11 +76,12 @@ def measure(reference: tuple[str, str], quants: list[tuple[str, str]], out_dir: 
     for i, (agent, path) in enumerate(quants, 1):
         say(f"[{i}/{len(quants)}] KLD of {agent} vs {reference[0]}")
         out = _perplexity(["-m", path, "--kl-divergence-base", str(base), "--kl-divergence", *common])
-        if math.isnan(_num(r"Mean\s+KLD:\s+(-?[\d.]+)", out)):
+        mean_kld = _num(r"Mean\s+KLD:\s+(-?[\d.]+)", out)
+        if math.isnan(mean_kld):
             raise EngineError(f"llama-perplexity printed no mean KLD for {agent}: {out.strip()[-300:]}")
         results.append(Fidelity(
             agent=agent, reference_agent=reference[0],
-            mean_kld=_num(r"Mean\s+KLD:\s+(-?[\d.]+)", out), kld_err=_num(r"Mean\s+KLD:\s+[-\d.]+\s+±\s+([\d.]+)", out),
+            mean_kld=mean_kld, kld_err=_num(r"Mean\s+KLD:\s+[-\d.]+\s+±\s+([\d.]+)", out),
             same_top1_pct=_num(r"Same top p:\s+([\d.]+)", out), ppl=_num(r"Mean PPL\(Q\)\s*:\s*([\d.]+)", out),
             tokens=n_ctx * chunks, text=text.name,
         ))

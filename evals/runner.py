@@ -247,6 +247,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     unknown = set(cfg.loras) - {m.agent for m in models}
     if unknown:
         raise ConfigError(f"loras names agents {sorted(unknown)} that are not among {[m.agent for m in models]}")
+    versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks),
+                              **({"sampling": "llama-server --backend-sampling"} if cfg.backend_sampling else {})})
     live: list[Engine] = []  # engines open now: an interrupt of concurrent models closes them all
 
     def one_model(model: ModelSpec) -> None:
@@ -276,9 +278,6 @@ def run_eval(cfg: EvalConfig) -> Path:
         )
         live.append(engine)
         try:
-            versions = versions_json({"task_versions": ",".join(f"{t.name}:{t.version}" for t in tasks),
-                                      **({"sampling": "llama-server --backend-sampling"} if cfg.backend_sampling
-                                         else {})})
             for task in tasks:
                 if todo[task.name]:
                     ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), n_ctx,

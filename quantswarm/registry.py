@@ -79,8 +79,8 @@ class ModelInfo:
         return is_superblock_type(self.file_type) and share is not None and share < 0.5
 
     def tensor_types_label(self) -> str:
-        """``Q4_K x169, Q6_K x29, F32 x141``: tensor counts per stored type, most first."""
-        return ", ".join(f"{t} x{n}" for t, n in sorted(self.tensor_types.items(), key=lambda kv: (-kv[1], kv[0])))
+        """``Q4_K x169, F32 x141, Q6_K x29``: tensor counts per stored type, most first."""
+        return tensor_types_label(self.tensor_types)
 
     def kv_bytes_per_token_layers(self, type_bytes: float = 2.0) -> list[float]:
         """K and V cache bytes per token of context for each block (f16 cache by default)."""
@@ -94,6 +94,11 @@ class ModelInfo:
 
 
 UNQUANTIZED_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def tensor_types_label(types: dict[str, int]) -> str:
+    """``Q4_K x169, F32 x141, Q6_K x29``: tensor counts per stored type, most first (ties by name)."""
+    return ", ".join(f"{t} x{n}" for t, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def is_superblock_type(name: str) -> bool:
