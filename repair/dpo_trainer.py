@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,26 @@ def dequantize_gguf(gguf_path: str | Path, dest: str | Path, dtype=None, log: Ca
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
     return dest
+
+
+@contextmanager
+def attention_backend(attention: str) -> Iterator[bool]:
+    """Set torch's SDPA backends for ``attention`` (a ``RepairConfig.attention`` value) while training; yields
+    whether cuDNN's SDPA kernel may run, and restores the global setting on exit.
+
+    ``sdpa`` turns the cuDNN backend off: its backward returns NaN query gradients on H100/H200 (torch 2.11 to
+    2.13) for attention-masked sequences of 64 past a multiple of 128 tokens (pytorch/pytorch#196678; hit by trl
+    DPO on Qwen2.5, huggingface/trl#7181), and flash / memory-efficient / math kernels are then chosen instead.
+    ``eager`` does not use SDPA; ``sdpa-cudnn`` leaves torch's choice as it is."""
+    import torch
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    if attention == "sdpa":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield torch.backends.cuda.cudnn_sdp_enabled() and attention == "sdpa-cudnn"
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
 
 
 class TimeBudget(TrainerCallback):
@@ -151,6 +172,8 @@ class TrainResult:
     device: str
     dtype: str
     pairs: int
+    attention: str = ""  # RepairConfig.attention
+    cudnn_sdpa: bool = False  # whether torch's cuDNN attention kernel was allowed while training
     skipped_steps: list[int] = field(default_factory=list)  # optimizer steps dropped for non-finite gradients
     history: list[dict] = field(default_factory=list)
 
@@ -196,16 +219,18 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     dtype = train_dtype(cfg.precision)
     device = "cuda" if cuda_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, attn_implementation=cfg.attention)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype,
+                                                 attn_implementation=cfg.attention.removesuffix("-cudnn"))
     data = pairs.to_dataset().select_columns(["prompt", "chosen", "rejected"])
     budget, progress, finite = TimeBudget(cfg.max_minutes), ProgressLog(log), FiniteGradients(log)
     args = dpo_args(cfg, Path(adapter_dir).parent / "dpo-work")
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tok,
                          peft_config=lora_config(cfg), callbacks=[budget, progress, finite])
-    log(f"DPO: {len(data)} pairs, {device} {str(dtype).removeprefix('torch.')}, LoRA r={cfg.lora_r} on "
-        f"{','.join(cfg.targets)}, budget {cfg.max_minutes:g} min")
+    log(f"DPO: {len(data)} pairs, {device} {str(dtype).removeprefix('torch.')}, {cfg.attention} attention, "
+        f"LoRA r={cfg.lora_r} on {','.join(cfg.targets)}, budget {cfg.max_minutes:g} min")
     t0 = time.monotonic()
-    trainer.train()
+    with attention_backend(cfg.attention) as cudnn_sdpa:
+        trainer.train()
     seconds = time.monotonic() - t0
     steps = trainer.state.global_step
     if finite.skipped:
@@ -218,8 +243,8 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     check_adapter_trained(adapter_dir, steps=trainer.state.global_step)  # an all-zero adapter is a failed repair
     tok.save_pretrained(adapter_dir)
     result = TrainResult(str(adapter_dir), str(base_dir), trainer.state.global_step, round(seconds, 2),
-                         budget.stopped, device, str(dtype).removeprefix("torch."), len(data), finite.skipped,
-                         progress.history)
+                         budget.stopped, device, str(dtype).removeprefix("torch."), len(data), cfg.attention,
+                         cudnn_sdpa, finite.skipped, progress.history)
     meta = {"config": asdict(cfg), "train": asdict(result), "versions": json.loads(versions_json(_versions()))}
     (adapter_dir / "repair_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     del trainer, model

@@ -13,7 +13,7 @@ Data:
 Training:
     beta (0.1), loss_type (sigmoid; `sigmoid,sft` = RPO), loss_weights, learning_rate (5e-5), epochs (1),
     max_steps (-1), batch_size, grad_accum, lora_r, lora_alpha,
-    lora_targets, warmup_ratio, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), attention (eager), seed.
+    lora_targets, warmup_ratio, max_minutes (5), precision (auto: bf16 on CUDA, fp32 on CPU), attention (sdpa), seed.
 Proof:
     eval_items, mmlu_task, mmlu_items, n_bootstrap.
 """
@@ -29,7 +29,7 @@ QUANT_TYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0"
                "Q4_0", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "Q2_K_S")
 SOURCES = ("reference", "expert", "gold")
 PRECISIONS = ("auto", "bf16", "fp32")
-ATTENTIONS = ("eager", "sdpa")
+ATTENTIONS = ("sdpa", "eager", "sdpa-cudnn")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # trl 1.16 DPOConfig
 DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
@@ -117,9 +117,12 @@ class RepairConfig:
         "help": "Training time budget; training stops cleanly after the step that crosses it."})
     precision: str = field(default="auto", metadata={
         "help": "Training precision: auto = bf16 on CUDA, fp32 on CPU.", "choices": list(PRECISIONS)})
-    attention: str = field(default="eager", metadata={
-        "help": "transformers attention implementation for training: eager (default: with sdpa's fused kernels "
-                "every bf16 run of Qwen2.5-1.5B on an H200 got NaN gradients at the same step) or sdpa",
+    attention: str = field(default="sdpa", metadata={
+        "help": "Attention for training: sdpa = torch's scaled_dot_product_attention with its cuDNN backend turned "
+                "off (flash / memory-efficient / math kernels); eager = transformers' matmul + softmax; "
+                "sdpa-cudnn = torch's own backend choice, cuDNN included, whose backward returns NaN query "
+                "gradients on H100/H200 in torch 2.11-2.13 when a padded batch is 64 tokens past a multiple of "
+                "128 (pytorch/pytorch#196678, reported with trl DPO on Qwen2.5 as huggingface/trl#7181)",
         "choices": list(ATTENTIONS)})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "Trade compute for memory (useful for long traces on a small GPU)."})

@@ -212,3 +212,19 @@ def test_a_non_finite_gradient_step_is_skipped_not_applied(tiny_base, tmp_path, 
     else:
         with pytest.raises(StageDidNothing, match="NaN/inf"):
             check_adapter_trained(tmp_path / "adapter", steps=3)
+
+
+@pytest.mark.parametrize(("attention", "allowed_inside"), [("sdpa", False), ("eager", True), ("sdpa-cudnn", True)])
+def test_sdpa_training_turns_cudnn_attention_off_and_restores_it(attention, allowed_inside):
+    """cuDNN's SDPA backward gives NaN query gradients on H100/H200 (torch 2.11-2.13): ``sdpa`` training runs
+    with that backend off, and the process-wide setting is given back afterwards, also after an error."""
+    from repair.dpo_trainer import attention_backend
+
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    with attention_backend(attention) as cudnn_used:
+        assert torch.backends.cuda.cudnn_sdp_enabled() is allowed_inside
+        assert cudnn_used is (attention == "sdpa-cudnn")
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with pytest.raises(RuntimeError), attention_backend(attention):
+        raise RuntimeError("training failed")
+    assert torch.backends.cuda.cudnn_sdp_enabled()

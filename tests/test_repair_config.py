@@ -12,7 +12,7 @@ def test_defaults_and_derived_paths():
     cfg = RepairConfig(agent="m.gguf", quant="q2_k", out_dir="runs/x")
     assert cfg.quant == "Q2_K" and cfg.results == "runs/x/results"
     assert "q_proj" in cfg.targets and "lm_head" not in cfg.targets
-    assert cfg.attention == "eager"
+    assert cfg.attention == "sdpa"
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -23,7 +23,7 @@ def test_defaults_and_derived_paths():
     ({"lora_targets": "q_proj,lm_head"}, "lm_head"),
     ({"hf_model": "/nonexistent"}, "--hf-model"),
     ({"precision": "fp8"}, "precision"),
-    ({"attention": "flash_attention_2"}, "attention must be one of eager, sdpa"),
+    ({"attention": "flash_attention_2"}, "attention must be one of sdpa, eager, sdpa-cudnn"),
 ])
 def test_bad_values_are_one_clear_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):

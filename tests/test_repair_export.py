@@ -55,7 +55,8 @@ def test_dpo_trains_a_lora_adapter(trained):
     lora_b = [t for k, t in weights.items() if "lora_B" in k]
     assert lora_b and any(torch.count_nonzero(t) for t in lora_b), "one real step moves LoRA B off zero"
     meta = json.loads((work / "adapter" / "repair_meta.json").read_text())
-    assert meta["versions"]["trl"] and meta["config"]["beta"] == cfg.beta and meta["config"]["attention"] == "eager"
+    assert meta["versions"]["trl"] and meta["config"]["beta"] == cfg.beta and meta["config"]["attention"] == "sdpa"
+    assert result.attention == "sdpa" and result.cudnn_sdpa is False
     assert result.skipped_steps == []
 
 

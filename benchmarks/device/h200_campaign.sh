@@ -6,7 +6,8 @@
 #   bash benchmarks/device/h200_campaign.sh install BIN     # one call per bin, back to back
 #   bash benchmarks/device/h200_campaign.sh start [SECONDS] # starts $STEPS (h200_steps.sh; default: campaign) in its
 #                                                           # own session and follows it
-#   bash benchmarks/device/h200_campaign.sh follow SECONDS  # follows the log until it ends or SECONDS pass
+#   bash benchmarks/device/h200_campaign.sh follow SECONDS  # follows the log until it ends or SECONDS pass, then
+#                                                           # brings back what is there so far (as collect)
 #   bash benchmarks/device/h200_campaign.sh collect         # results (small files) into $OUT
 set -uo pipefail
 RUN=/opt/campaign
@@ -34,7 +35,8 @@ case "${1:-}" in
     while [ "$(date +%s)" -lt "$end" ] && kill -0 "$(cat $RUN.pid)" 2>/dev/null; do sleep 20; done
     grep -aE "== |FAILED|labels: |status:|repair: (proof|pairs:|.* failed for|DPO|trained|requantizing)|tok/s = |decisions in|Traceback|Error" $RUN.log | cut -c1-400 | tail -40; tail -c 1200 $RUN.log; echo
     nvidia-smi --query-gpu=memory.used,power.draw --format=csv,noheader
-    kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED" ;;
+    kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED"
+    [ -n "${OUT:-}" ] && bash "$0" collect > /dev/null ;;  # what is there so far comes back with every call
   collect)
     cp $RUN.log "$OUT/campaign.log"
     tar czf "$OUT/campaign.tgz" --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \

@@ -4,7 +4,9 @@
 # router:     benchmarks/router_frontier.py on the committed H200 labels and programs, every held-out item, decision
 #             latency on a quiet GPU                                                       -> $RUN/router-frontier
 # throughput: benchmarks/eval_throughput.py, Qwen2.5-Coder-0.5B Q4_K_M, P = 16/32/64      -> $RUN/eval-throughput
-# repair:     benchmarks/gpu_campaign.py --stages swarm,repair (1.5B at Q3_K_M)          -> $RUN (repair/, meta.json)
+# repair:     benchmarks/gpu_campaign.py --stages swarm,repair for each of $REPAIR_QUANTS (default Q3_K_M; with
+#             as many GPUs as quants, one per GPU at once, else one after the other)  -> $RUN/<quant>/ (repair/, meta.json)
+#             after benchmarks/device/cudnn_sdpa_probe.py (NaN attention gradients through cuDNN?) -> $RUN/cudnn_sdpa_probe.json
 # campaign:   benchmarks/gpu_campaign.py with $CAMPAIGN_ARGS (all stages by default)      -> $RUN
 set -uo pipefail
 RUN=${RUN:-/opt/campaign}
@@ -23,7 +25,19 @@ for step in ${1//,/ }; do
       python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
         --threads 2 --out "$RUN/eval-throughput" ;;
     repair)
-      python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" --stages swarm,repair ;;
+      python3 benchmarks/device/cudnn_sdpa_probe.py "$RUN/cudnn_sdpa_probe.json"
+      quants=(${REPAIR_QUANTS:-Q3_K_M}); gpus=$(nvidia-smi -L | wc -l); pids=()
+      for i in "${!quants[@]}"; do
+        q=${quants[$i]}; mkdir -p "$RUN/$q"
+        cmd=(python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN/$q" --data-dir "$QUANTSWARM_DATA"
+             --stages swarm,repair --repair-quant "$q")
+        if [ "${#quants[@]}" -le "$gpus" ]; then
+          CUDA_VISIBLE_DEVICES=$i "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /" & pids+=($!)
+        else
+          "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /"
+        fi
+      done
+      for p in "${pids[@]}"; do wait "$p"; done ;;
     campaign)
       python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" ${CAMPAIGN_ARGS:-} ;;
     *) echo "unknown step $step"; exit 2 ;;
