@@ -8,6 +8,7 @@ metrics are off.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,13 +50,55 @@ class GpuSample:
     process_vram_mib: dict[int, float] = field(default_factory=dict)
 
 
+def cuda_to_nvml(visible: str | None, uuids: list[str]) -> list[int]:
+    """NVML indices of the GPUs CUDA shows this process, in CUDA's order (CUDA index k -> result[k]).
+
+    ``visible`` is ``CUDA_VISIBLE_DEVICES`` (None: unset, every GPU); ``uuids`` are NVML's UUIDs by NVML index.
+    Entries are indices or (prefixes of) UUIDs, ``GPU-…``; as in CUDA, the list ends at the first entry that
+    names no GPU or repeats one. NVML numbers GPUs in PCI bus order: an index entry maps to the same NVML index,
+    which is CUDA's numbering with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (and for identical GPUs in practice)."""
+    if visible is None:
+        return list(range(len(uuids)))
+    out: list[int] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if entry.isdigit():
+            index = int(entry)
+        else:
+            index = next((i for i, u in enumerate(uuids) if entry and u.startswith(entry)), -1)
+        if not 0 <= index < len(uuids) or index in out:
+            break
+        out.append(index)
+    return out
+
+
+def visible_gpus() -> list[int]:
+    """NVML indices of the GPUs this process (and the llama.cpp servers it starts) can use ([] without NVML)."""
+    if not nvml_ok():
+        return []
+    import os
+
+    return cuda_to_nvml(os.environ.get("CUDA_VISIBLE_DEVICES"), list(_nvml_uuids()))
+
+
+@functools.cache
+def _nvml_uuids() -> tuple[str, ...]:
+    import pynvml
+
+    uuids = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+        uuids.append(u.decode() if isinstance(u, bytes) else u)
+    return tuple(uuids)
+
+
 def gpu_names() -> list[str]:
+    """Names of the visible GPUs, in CUDA's order."""
     if not nvml_ok():
         return []
     import pynvml
 
     out = []
-    for i in range(pynvml.nvmlDeviceGetCount()):
+    for i in visible_gpus():
         name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
         out.append(name.decode() if isinstance(name, bytes) else name)
     return out
@@ -70,22 +113,26 @@ def device_label() -> str:
 
 
 def free_vram_mib() -> list[float]:
-    """Free memory per GPU in MiB ([] without NVML)."""
+    """Free memory per visible GPU in MiB, in CUDA's order ([] without NVML)."""
     if not nvml_ok():
         return []
     import pynvml
 
     return [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).free / 2**20
-            for i in range(pynvml.nvmlDeviceGetCount())]
+            for i in visible_gpus()]
 
 
 def sample(gpu: int = 0) -> GpuSample | None:
-    """One reading of GPU ``gpu``; None without NVML."""
+    """One reading of GPU ``gpu`` (a CUDA index: the ``gpu``-th visible GPU); None without NVML or without
+    such a GPU."""
     if not nvml_ok():
         return None
     import pynvml
 
-    h = pynvml.nvmlDeviceGetHandleByIndex(gpu)
+    visible = visible_gpus()
+    if not 0 <= gpu < len(visible):
+        return None
+    h = pynvml.nvmlDeviceGetHandleByIndex(visible[gpu])
 
     def safe(fn, default=float("nan")):
         try:

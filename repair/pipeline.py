@@ -171,31 +171,38 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
     return report
 
 
-def write_summary(report: RepairReport, cfg: RepairConfig, path: Path) -> dict:
-    """``summary.json``: the headline per deployment, and at top level the deployment that recovered most."""
+def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str | None = None,
+                  date: str | None = None) -> dict:
+    """``summary.json``: the headline per deployment, and at top level the deployment that recovered most;
+    ``gpu`` and ``date`` default to this machine's device and today (give them for rows measured elsewhere)."""
     from quantswarm.energy import device_label
 
     deploys = {}
     for d, c in report.gsm8k.items():
         m = report.mmlu.get(d)
+        trained = report.training.get(d.removeprefix("after_").rsplit("_", 1)[0], {})  # rpo_lora -> rpo
+        settings = {k: trained.get(k, getattr(cfg, k)) for k in ("loss_type", "beta", "learning_rate")}
         deploys[d.removeprefix("after_")] = {
             "gap_recovered": c.share_recovered, "gap_recovered_ci": c.share_ci, "gsm8k_delta": c.delta,
             "gsm8k_delta_ci": c.delta_ci, "mcnemar_p": c.mcnemar_p, "accuracy": c.accuracy,
+            "gap": c.gap, "gap_ci": c.gap_ci, "over_reference": c.over_reference,
+            "over_reference_ci": c.over_reference_ci,
             "mmlu_delta": m.delta if m else None, "mmlu_delta_ci": m.delta_ci if m else None,
-            "mmlu_accuracy": m.accuracy if m else None}
+            "mmlu_accuracy": m.accuracy if m else None, "n_gsm8k": c.items, "n_mmlu": m.items if m else 0,
+            **settings}
     best = max(deploys, key=lambda d: -1e9 if deploys[d]["gap_recovered"] is None else deploys[d]["gap_recovered"]
                ) if deploys else None
+    top = deploys[best] if best else {}
     summary = {
         "agent": f"{report.agent}@{report.quant}", "deploy": best,
-        **({k: deploys[best][k] for k in ("gap_recovered", "gap_recovered_ci", "mmlu_delta")} if best else {}),
+        **{k: top[k] for k in ("gap_recovered", "gap_recovered_ci", "mmlu_delta") if k in top},
         "train_seconds": report.training.get("seconds") if "seconds" in report.training else
         {k: v.get("seconds") for k, v in report.training.items() if isinstance(v, dict)},
-        "n_gsm8k": next(iter(report.gsm8k.values())).items if report.gsm8k else 0,
-        "n_mmlu": next(iter(report.mmlu.values())).items if report.mmlu else 0,
+        "n_gsm8k": top.get("n_gsm8k", 0), "n_mmlu": top.get("n_mmlu", 0),
         "pairs_by_source": report.pairs.get("by_source", {}), "train_on": cfg.train_on,
-        "loss_type": cfg.loss_type, "beta": cfg.beta, "learning_rate": cfg.learning_rate,
-        "data_dir": cfg.data_dir or "(loaders' default)", "gpu": device_label(),
-        "date": time.strftime("%Y-%m-%d"), "deploys": deploys,
+        **{k: top.get(k, getattr(cfg, k)) for k in ("loss_type", "beta", "learning_rate")},
+        "data_dir": cfg.data_dir or "(loaders' default)", "gpu": gpu or device_label(),
+        "date": date or time.strftime("%Y-%m-%d"), "deploys": deploys,
     }
     path.write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary

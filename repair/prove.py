@@ -43,6 +43,9 @@ class Comparison:
     share_ci: tuple[float, float] | None
     mcnemar_p: float  # exact, before vs after
     discordant: tuple[int, int]  # (before wrong & after right, before right & after wrong)
+    gap_ci: tuple[float, float] = (float("nan"), float("nan"))  # reference - before, paired bootstrap
+    over_reference: float = float("nan")  # after - reference
+    over_reference_ci: tuple[float, float] = (float("nan"), float("nan"))  # paired bootstrap
 
 
 @dataclass
@@ -70,7 +73,8 @@ class RepairReport:
     def markdown(self) -> str:
         lines = [f"# DPO repair of {self.agent} at {self.quant}", "", self.verdict, "",
                  "| deploy | task | items | before | after | reference | after-before (95% CI) | gap recovered (95% CI)"
-                 " | McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
+                 " | McNemar p | reference-before (95% CI) | after-reference (95% CI) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for deploy, c in [*self.gsm8k.items(), *self.mmlu.items()]:
             share = "n/a (reference not better)" if c.share_recovered is None else f"{c.share_recovered:+.1%}"
             if c.share_ci is not None:
@@ -78,7 +82,8 @@ class RepairReport:
             lines.append(f"| {deploy} | {c.task} | {c.items} | {c.accuracy['before']:.1%} | "
                          f"{c.accuracy['after']:.1%} | "
                          f"{c.accuracy['reference']:.1%} | {c.delta:+.1%} ({c.delta_ci[0]:+.1%}, "
-                         f"{c.delta_ci[1]:+.1%}) | {share} | {c.mcnemar_p:.3g} |")
+                         f"{c.delta_ci[1]:+.1%}) | {share} | {c.mcnemar_p:.3g} | {_with_ci(c.gap, c.gap_ci)} | "
+                         f"{_with_ci(c.over_reference, c.over_reference_ci)} |")
         lines += ["", f"Pairs: {json.dumps(self.pairs)}", "",
                   f"Training: {json.dumps({k: v for k, v in self.training.items() if k != 'history'})}", ""]
         lines += [f"- {k}: `{v}`" for k, v in self.files.items()]
@@ -90,13 +95,19 @@ def outcomes(table: ResultsTable, task: str, models: dict[str, tuple], item_ids:
     """Item × role table of primary-filter correctness on ``item_ids`` (those every model answered).
 
     ``models`` maps role -> (agent name, GGUF path[, GGUF LoRA]); rows are matched on agent *and* file hashes,
-    so a rerun with a retrained model never mixes in the old file's rows.
+    so a rerun with a retrained model never mixes in the old file's rows. A path of ``None`` (the files are
+    gone, e.g. a device run's rows brought back alone) matches the agent's rows of its one file; rows of
+    several files under that agent are an error.
     """
     from evals.runner import model_identity
 
     cols = {}
     for role, (agent, path, *lora) in models.items():
-        rows = table.read(agent=agent, task=task, split=split, model_sha=model_identity(path, (lora or [None])[0]))
+        sha = None if path is None else model_identity(path, (lora or [None])[0])
+        rows = table.read(agent=agent, task=task, split=split, **({"model_sha": sha} if sha else {}))
+        if sha is None and rows["model_sha"].nunique() > 1:
+            raise QuantswarmError(f"{agent} has rows of {rows['model_sha'].nunique()} model files on {task} in "
+                                  f"{table.path}; name its GGUF so the rows can be told apart")
         rows = rows[rows["primary"] & rows["item_id"].isin(item_ids)]
         rows = rows.sort_values("timestamp").groupby("item_id").tail(1)
         if rows.empty:
@@ -115,18 +126,28 @@ def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0, a
     acc = {r: float(x[r].mean()) for r in ROLES}
     d = paired(frame["before"].to_numpy(bool), frame["after"].to_numpy(bool), n_boot=n_boot, seed=seed)
     delta, gap = acc["after"] - acc["before"], acc["reference"] - acc["before"]
+    # the gap, the share and after - reference need all three models resampled on the same items: one joint
+    # paired bootstrap over items
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = {r: x[r][idx].mean(axis=1) for r in ROLES}
+    d_boot, g_boot = boot["after"] - boot["before"], boot["reference"] - boot["before"]
     share = share_ci = None
     if gap > 0:
-        # the share needs all three models resampled on the same items, so it has its own joint bootstrap
-        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-        boot = {r: x[r][idx].mean(axis=1) for r in ROLES}
-        d_boot, g_boot = boot["after"] - boot["before"], boot["reference"] - boot["before"]
         share = delta / gap
         ok = g_boot > 0  # resamples where there is a gap to recover
         ratios = d_boot[ok] / g_boot[ok]
         share_ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))) if ok.any() else None
     return Comparison(task, n, acc, delta, (d.low, d.high), gap, share, share_ci, d.p_mcnemar,
-                      (d.wrong_to_right, d.right_to_wrong))
+                      (d.wrong_to_right, d.right_to_wrong), _ci(g_boot), acc["after"] - acc["reference"],
+                      _ci(boot["after"] - boot["reference"]))
+
+
+def _with_ci(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:+.1%} ({ci[0]:+.1%}, {ci[1]:+.1%})"
+
+
+def _ci(samples: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
 
 
 def verdict_all(gsm: dict[str, Comparison], mmlu: dict[str, Comparison]) -> str:
@@ -144,6 +165,13 @@ def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
         sig = "significant" if gsm.delta_ci[0] > 0 else "not significant"
         head = (f"The repair recovered {gsm.share_recovered:+.0%} of the {gsm.gap:.1%} gap on {gsm.task} "
                 f"(95% CI {lo:+.0%} to {hi:+.0%}; after-before {gsm.delta:+.1%}, {sig}, {gsm.items} items).")
+        if gsm.gap_ci[0] <= 0:
+            head += (f" The gap itself is not significant (95% CI {gsm.gap_ci[0]:+.1%} to {gsm.gap_ci[1]:+.1%}), "
+                     "so its share is a poor yardstick.")
+    if gsm.over_reference_ci[0] > 0:
+        head += (f" The repaired agent beats the reference by {gsm.over_reference:+.1%} (95% CI "
+                 f"{gsm.over_reference_ci[0]:+.1%} to {gsm.over_reference_ci[1]:+.1%}): the training taught the "
+                 "task, it did not only undo the quantization.")
     if mmlu is not None:
         head += (f" MMLU: {mmlu.accuracy['before']:.1%} -> {mmlu.accuracy['after']:.1%} "
                  f"({mmlu.delta:+.1%}, 95% CI {mmlu.delta_ci[0]:+.1%} to {mmlu.delta_ci[1]:+.1%}).")

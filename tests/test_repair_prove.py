@@ -33,3 +33,19 @@ def test_no_gap_is_reported_as_such():
     assert c.share_recovered is None and c.share_ci is None
     assert c.delta == pytest.approx(-1 / 3) and c.discordant == (0, 1)
     assert verdict(c, c).startswith("No gap to recover")
+
+
+def test_a_repair_past_the_reference_and_an_insignificant_gap_are_said():
+    """The H200 Q3_K_M run: a 2-point gap (not significant) and a repaired agent 11 points above the reference —
+    the share of the gap (over 500%) is reported with both caveats, with the joint bootstrap's CIs."""
+    n = 200
+    before = [1] * 90 + [0] * 110  # 45%
+    reference = [1] * 84 + [0] * 6 + [1] * 10 + [0] * 100  # 47%: 10 items won, 6 of before's lost
+    after = [1] * 116 + [0] * 84  # 58%
+    c = compare(_frame(before, after, reference), "gsm8k_cot_zeroshot", n_boot=4000, seed=0)
+    assert c.gap == pytest.approx(0.02) and c.gap_ci[0] < 0 < c.gap_ci[1]
+    assert c.over_reference == pytest.approx(0.11) and c.over_reference_ci[0] > 0.05
+    assert c.share_recovered == pytest.approx(6.5)
+    text = verdict(c, None)
+    assert "beats the reference by +11.0%" in text and "gap itself is not significant" in text
+    assert n == c.items

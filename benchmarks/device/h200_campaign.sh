@@ -37,9 +37,10 @@ case "${1:-}" in
     nvidia-smi --query-gpu=memory.used,power.draw --format=csv,noheader
     kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED"
     [ -n "${OUT:-}" ] && bash "$0" collect > /dev/null ;;  # what is there so far comes back with every call
-  collect)
+  collect)  # in 15 MiB parts (the tool brings back files of at most 16 MiB): cat campaign.tgz.part* | tar xz
     cp $RUN.log "$OUT/campaign.log"
-    tar czf "$OUT/campaign.tgz" --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \
-      --exclude='dataset' --exclude='dpo-work' --exclude='*.npz' -C $RUN . && ls -la "$OUT" ;;
+    rm -f "$OUT"/campaign.tgz.part*
+    tar czf - --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' --exclude='dataset' \
+      --exclude='dpo-work' --exclude='*.npz' -C $RUN . | split -b 15M - "$OUT/campaign.tgz.part" && ls -la "$OUT" ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac
