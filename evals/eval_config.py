@@ -71,8 +71,9 @@ class EvalConfig:
     n_threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
     loras: dict[str, str] = field(default_factory=dict, metadata={
         "help": "agent name -> GGUF LoRA applied over that agent's GGUF by llama-server (--lora)"})
-    replicas: int = field(default=1, metadata={
-        "help": "llama-server processes per model, each with `parallel` slots (one process caps its tok/s)"})
+    replicas: int | str = field(default=1, metadata={
+        "help": "llama-server processes per model, each with `parallel` slots (one process caps its tok/s), or "
+                "auto: from the GPU's free memory and the CPU cores (1 without a GPU)"})
     backend_sampling: bool = field(default=False, metadata={
         "help": "llama-server --backend-sampling: the sampler runs on the GPU beside the model, not per slot on the "
                 "CPU (outputs may differ from CPU sampling; llama-server only)"})
@@ -102,8 +103,13 @@ class EvalConfig:
             raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.parallel < 1:
             raise ConfigError("parallel must be >= 1")
-        if self.replicas < 1:
-            raise ConfigError("replicas must be >= 1")
+        if isinstance(self.replicas, str):
+            text = self.replicas.strip().lower()
+            if text != "auto" and not text.isdigit():
+                raise ConfigError(f"replicas must be a positive integer or auto, not {self.replicas!r}")
+            self.replicas = text if text == "auto" else int(text)
+        if self.replicas != "auto" and self.replicas < 1:
+            raise ConfigError("replicas must be >= 1 (or auto)")
         if self.concurrent_models < 1:
             raise ConfigError("concurrent_models must be >= 1")
         if self.backend_sampling and self.backend == "llama-cpp-python":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -24,9 +25,10 @@ from tqdm import tqdm
 from evals.eval_config import EvalConfig
 from evals.ladder import read_ladder
 from evals.task import Task, load_task
-from quantswarm.energy import EnergyMeter, device_label, sample
+from quantswarm.energy import EnergyMeter, device_label, free_vram_mib, sample
 from quantswarm.engine import Engine, best_choice, open_engine
 from quantswarm.engine.base import GenerationParams
+from quantswarm.engine.replicas import auto_replicas, replica_mib
 from quantswarm.errors import ConfigError, EngineError, QuantswarmError
 from quantswarm.loaders import Item
 from quantswarm.registry import inspect_gguf, resolve_model, sha256_file
@@ -212,6 +214,21 @@ def context_needed(tasks: list[Task], data: dict[str, tuple], cfg: EvalConfig) -
     return need, which
 
 
+def replicas_for(cfg: EvalConfig, model: ModelSpec, n_ctx: int) -> int:
+    """``cfg.replicas``, with ``auto`` resolved for this model (``engine.replicas.auto_replicas``; said on stderr)."""
+    if cfg.replicas != "auto":
+        return int(cfg.replicas)
+    if cfg.backend == "llama-cpp-python":
+        print(f"note: {model.agent}: replicas auto = 1 (in-process backend)", file=sys.stderr)
+        return 1
+    info = inspect_gguf(model.path)
+    free = free_vram_mib() if cfg.n_gpu_layers != 0 else []
+    per = replica_mib(Path(model.path).stat().st_size, info.kv_bytes_per_token(), n_ctx, cfg.parallel, info.n_vocab)
+    n, why = auto_replicas(free, per, os.cpu_count() or 1, cfg.concurrent_models)
+    print(f"note: {model.agent}: replicas auto = {n} ({why})", file=sys.stderr)
+    return n
+
+
 def run_eval(cfg: EvalConfig) -> Path:
     """Evaluate every model on every task; returns the results table directory.
 
@@ -272,7 +289,7 @@ def run_eval(cfg: EvalConfig) -> Path:
             n_gpu_layers=cfg.n_gpu_layers,
             n_threads=cfg.n_threads,
             seed=cfg.seed,
-            **({"replicas": cfg.replicas} if cfg.replicas > 1 else {}),
+            **({"replicas": replicas} if (replicas := replicas_for(cfg, model, n_ctx)) > 1 else {}),
             **({"lora_path": lora} if lora else {}),
             **({"extra_args": ("--backend-sampling",)} if cfg.backend_sampling else {}),
         )

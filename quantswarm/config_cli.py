@@ -61,6 +61,8 @@ def _parameter(f: Field, tp: Any, *, flag: str, argument: bool, required: bool) 
     choices = f.metadata.get("choices")
     if choices and kind == "scalar":
         tp = Literal[tuple(choices)]  # typer offers these, case-insensitively
+    if kind == "optional" and type(None) not in typing.get_args(tp):
+        tp = str  # a union of scalars (``int | str``: "4" or "auto"): the dataclass parses the text
     if argument:
         annotation = list[item] if kind == "list" else tp
         info = typer.Argument(default if default not in ([], None, "") else ..., help=help, show_default=False)

@@ -15,6 +15,36 @@ from quantswarm.engine.base import Completion, GenerationParams, Message
 from quantswarm.engine.server import LlamaServerEngine
 from quantswarm.errors import EngineError
 
+CORES_PER_REPLICA = 4  # the H200's best measured layout: 4 replicas x 16 slots on 16 cores (2.7k tok/s, 2026-11-30)
+MAX_REPLICAS = 8
+RUNTIME_MIB = 300  # CUDA context + compute buffers per llama-server process, a margin over measured ~250
+
+
+def replica_mib(weights_bytes: int, kv_bytes_per_token: float, n_ctx: int, parallel: int, n_vocab: int) -> float:
+    """Estimated device memory of one llama-server replica in MiB: weights, the f16 KV cache of ``parallel`` slots
+    of ``n_ctx`` tokens, the f32 logits of one token per slot, and ``RUNTIME_MIB``."""
+    kv = kv_bytes_per_token * n_ctx * parallel
+    return (weights_bytes + kv + 4 * n_vocab * parallel) / 2**20 + RUNTIME_MIB
+
+
+def auto_replicas(free_vram_mib: list[float], per_replica_mib: float, cores: int,
+                  models_at_once: int = 1) -> tuple[int, str]:
+    """``--replicas auto``: (replicas, why) from the first visible GPU's free memory and the CPU cores.
+
+    A llama-server process caps its generated tok/s by its one thread of per-token work (measured on an H200:
+    ~1.2k tok/s at any slot count), so replicas pay while there are cores for them: ``cores //
+    CORES_PER_REPLICA``, as many as fit in 90% of the free memory, at most ``MAX_REPLICAS``; all three shared by
+    ``models_at_once`` models. Without a GPU, 1 (replicas would share the same cores as one process's threads)."""
+    if not free_vram_mib:
+        return 1, "no GPU visible: replicas would only share the same CPU cores"
+    free = free_vram_mib[0] / models_at_once
+    fit = int(0.9 * free // per_replica_mib)
+    by_cores = cores // (CORES_PER_REPLICA * models_at_once)
+    n = max(1, min(fit, by_cores, MAX_REPLICAS))
+    return n, (f"{fit} fit in {free:.0f} MiB free at ~{per_replica_mib:.0f} MiB each, {by_cores} by {cores} cores "
+               f"/ {CORES_PER_REPLICA}{f' / {models_at_once} models' if models_at_once > 1 else ''}, "
+               f"at most {MAX_REPLICAS}")
+
 
 class ReplicatedEngine:
     """``replicas`` llama-server processes of one model; requests go to the least-busy replica."""
