@@ -7,7 +7,8 @@ For each total parallelism P (default 16, 32, 64), on one model and one device:
 * the eval runner (``evals.runner.run_eval`` on GSM8K test items, greedy, ``--max-tokens`` 256, ``items-per-slot x
   P`` items) in the layouts of ``--layouts``: ``1xP`` (one llama-server with P slots), ``Rx16`` (R = P/16 servers
   of 16 slots, items spread over them by least-busy dispatch), each optionally with ``+bs`` (llama-server
-  ``--backend-sampling``: the sampler runs on the GPU).
+  ``--backend-sampling``: the sampler runs on the GPU) and ``@0.1`` (the servers spread over GPUs 0 and 1, each
+  whole on one: ``Rx16@0`` vs ``Rx16@0.1`` is the speed-up of a second GPU).
 
 Generated tok/s of a runner layout = completion tokens / the block's wall time (engine start excluded). Outputs of
 two greedy layouts are compared item by item: ``off_vs_off`` (two CPU-sampling layouts) is the noise floor of
@@ -76,23 +77,25 @@ def batched_bench(model: Path, ps: list[int], npp: int, ntg: int, n_gpu_layers: 
     return parse_batched_bench(text), text, cmd
 
 
-def parse_layout(name: str, p: int) -> tuple[int, int, bool]:
-    """``1xP`` / ``Rx16`` / ``...+bs`` → (replicas, slots per replica, backend sampling) for total parallelism p;
-    ValueError for anything else."""
-    m = re.fullmatch(r"(1xP|Rx(\d+))(\+bs)?", name)
+def parse_layout(name: str, p: int) -> tuple[int, int, bool, tuple[int, ...]]:
+    """``1xP`` / ``Rx16`` / ``...+bs`` / ``...@0,1`` → (replicas, slots per replica, backend sampling, GPUs the
+    replicas are spread over: each whole on one, in turn) for total parallelism p; ValueError for anything else."""
+    m = re.fullmatch(r"(1xP|Rx(\d+))(\+bs)?(@\d+(?:\.\d+)*)?", name)
     slots = int(m.group(2)) if m and m.group(2) else 0
-    if not m or (m.group(2) and (slots < 1 or p % slots)):
-        raise ValueError(f"layout {name!r}: use 1xP or RxS (S >= 1 dividing every P), optionally +bs")
+    gpus = tuple(int(g) for g in m.group(4)[1:].split(".")) if m and m.group(4) else ()
+    if not m or (m.group(2) and (slots < 1 or p % slots)) or len(set(gpus)) != len(gpus):
+        raise ValueError(f"layout {name!r}: use 1xP or RxS (S >= 1 dividing every P), optionally +bs, optionally "
+                         "@G.G (distinct GPUs to spread the servers over, e.g. Rx16@0.1)")
     bs = bool(m.group(3))
-    return (1, p, bs) if m.group(1) == "1xP" else (p // slots, slots, bs)
+    return (1, p, bs, gpus) if m.group(1) == "1xP" else (p // slots, slots, bs, gpus)
 
 
 def runner(model: Path, p: int, layout: str, args, work: Path) -> dict:
-    replicas, slots, bs = parse_layout(layout, p)
+    replicas, slots, bs, gpus = parse_layout(layout, p)
     res = work / f"p{p}-{layout}"
     shutil.rmtree(res, ignore_errors=True)
     cfg = EvalConfig(models=[f"bench={model}"], tasks=[TASK], limit=args.items_per_slot * p, seed=0,
-                     results=str(res), backend="llama-server", parallel=slots, replicas=replicas,
+                     results=str(res), backend="llama-server", parallel=slots, replicas=replicas, gpus=list(gpus),
                      backend_sampling=bs, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                      data_dir=args.data_dir, max_tokens=args.max_tokens, progress=False,
                      run_id=f"throughput-p{p}-{layout}")
@@ -102,7 +105,7 @@ def runner(model: Path, p: int, layout: str, args, work: Path) -> dict:
     frame = ResultsTable(res).read(source="eval")
     prim = frame[frame.primary]
     wall = block["wall_s"]
-    return {"p": p, "layout": layout, "replicas": replicas, "slots": slots, "backend_sampling": bs,
+    return {"p": p, "layout": layout, "replicas": replicas, "slots": slots, "backend_sampling": bs, "gpus": list(gpus),
             "items": int(block["items"]), "wall_s": round(wall, 2), "load_and_wall_s": round(time.time() - t0, 2),
             "completion_tokens": int(block["completion_tokens"]), "tok_s": block["completion_tokens"] / wall,
             "accuracy": float(prim.correct.mean()), "joules": block.get("joules"),
@@ -130,7 +133,8 @@ def run(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", default="smollm2-135m-instruct-q4_1", help="GGUF path or catalogue name")
     ap.add_argument("--p", default="16,32,64", help="total parallelism values (comma-separated)")
-    ap.add_argument("--layouts", default="1xP,Rx16,Rx16+bs", help="runner layouts (1xP, RxS, +bs)")
+    ap.add_argument("--layouts", default="1xP,Rx16,Rx16+bs",
+                    help="runner layouts (1xP, RxS, +bs, @G.G: GPUs to spread the servers over)")
     ap.add_argument("--items-per-slot", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--npp", type=int, default=128, help="batched-bench prompt tokens per sequence")

@@ -74,6 +74,10 @@ class EvalConfig:
     replicas: int | str = field(default=1, metadata={
         "help": "llama-server processes per model, each with `parallel` slots (one process caps its tok/s), or "
                 "auto: from the GPU's free memory and the CPU cores (1 without a GPU)"})
+    gpus: list[int] = field(default_factory=list, metadata={
+        "help": "GPUs (CUDA indices) the replicas are spread over in turn, each replica whole on one GPU "
+                "(--split-mode none --main-gpu); empty: llama.cpp's default, every server's layers split over all "
+                "visible GPUs"})
     backend_sampling: bool = field(default=False, metadata={
         "help": "llama-server --backend-sampling: the sampler runs on the GPU beside the model, not per slot on the "
                 "CPU (outputs may differ from CPU sampling; llama-server only)"})
@@ -110,6 +114,10 @@ class EvalConfig:
             self.replicas = text if text == "auto" else int(text)
         if self.replicas != "auto" and self.replicas < 1:
             raise ConfigError("replicas must be >= 1 (or auto)")
+        if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+            raise ConfigError(f"gpus must be distinct CUDA indices >= 0, not {self.gpus}")
+        if self.gpus and self.backend == "llama-cpp-python":
+            raise ConfigError("gpus places llama-server replicas; use backend llama-server (or auto)")
         if self.concurrent_models < 1:
             raise ConfigError("concurrent_models must be >= 1")
         if self.backend_sampling and self.backend == "llama-cpp-python":

@@ -289,7 +289,8 @@ def run_eval(cfg: EvalConfig) -> Path:
             n_gpu_layers=cfg.n_gpu_layers,
             n_threads=cfg.n_threads,
             seed=cfg.seed,
-            **({"replicas": replicas} if (replicas := replicas_for(cfg, model, n_ctx)) > 1 else {}),
+            **({"replicas": replicas, "gpus": tuple(cfg.gpus)}
+               if (replicas := replicas_for(cfg, model, n_ctx)) > 1 or cfg.gpus else {}),
             **({"lora_path": lora} if lora else {}),
             **({"extra_args": ("--backend-sampling",)} if cfg.backend_sampling else {}),
         )
@@ -455,6 +456,7 @@ def _run_block(
         "backend": engine.backend,
         "parallel": engine.parallel,
         "replicas": getattr(engine, "replicas", 1),
+        "gpus": list(getattr(engine, "gpus", ())),
         "backend_sampling": cfg.backend_sampling,
         "temperature": ctx.params.temperature,
         "max_tokens": ctx.params.max_tokens,

@@ -21,11 +21,13 @@ def test_batched_bench_rows_parsed_from_the_real_tool(smollm2, llama_server_bin)
 
 
 def test_layouts():
-    assert parse_layout("1xP", 64) == (1, 64, False)
-    assert parse_layout("Rx16", 64) == (4, 16, False)
-    assert parse_layout("Rx16+bs", 32) == (2, 16, True)
-    assert parse_layout("Rx8+bs", 64) == (8, 8, True)
-    for bad in ("Rx24", "2x16", "1xP+xx", "Rx0", "1xP+bs+bs", "", "bogus"):
+    assert parse_layout("1xP", 64) == (1, 64, False, ())
+    assert parse_layout("Rx16", 64) == (4, 16, False, ())
+    assert parse_layout("Rx16+bs", 32) == (2, 16, True, ())
+    assert parse_layout("Rx8+bs", 64) == (8, 8, True, ())
+    assert parse_layout("Rx16@0.1", 64) == (4, 16, False, (0, 1))
+    assert parse_layout("1xP+bs@1", 16) == (1, 16, True, (1,))
+    for bad in ("Rx24", "2x16", "1xP+xx", "Rx0", "1xP+bs+bs", "", "bogus", "Rx16@0.0", "Rx16@", "Rx16@0,1"):
         with pytest.raises(ValueError, match="layout"):
             parse_layout(bad, 64)
 

@@ -49,3 +49,37 @@ def test_auto_on_a_cpu_runs_one_server_and_says_why(smollm2, tmp_path, llama_ser
                         backend="llama-server", parallel=1, n_ctx=512, progress=False, replicas="auto"))
     assert "smol: replicas auto = 1 (no GPU visible" in capsys.readouterr().err
     assert len(ResultsTable(tmp_path / "r").read()) == 2
+
+
+def test_replicas_are_spread_over_the_given_gpus_in_turn():
+    from quantswarm.engine.replicas import placement_args
+
+    assert placement_args((), 3) == ()
+    assert [placement_args((0, 1), i)[-1] for i in range(4)] == ["0", "1", "0", "1"]
+    assert placement_args((1,), 0) == ("--split-mode", "none", "--main-gpu", "1")
+
+
+@pytest.mark.parametrize(("gpus", "backend", "match"), [
+    ([0, 0], "llama-server", "distinct"), ([-1], "llama-server", "distinct"),
+    ([0], "llama-cpp-python", "use backend llama-server")])
+def test_bad_gpus_are_one_clear_error(gpus, backend, match):
+    with pytest.raises(ConfigError, match=match):
+        EvalConfig(models=["m.gguf"], tasks=["easy_oneshot"], gpus=gpus, backend=backend)
+
+
+def test_placed_replicas_answer_like_one_server(smollm2, tmp_path, llama_server_bin):
+    """Two replicas placed with --split-mode none --main-gpu 0 (the flags llama-server also takes on a CPU build)
+    give the same greedy rows as one unplaced server, and the block records the placement."""
+    import json
+
+    from evals.runner import run_eval
+    from quantswarm.results import ResultsTable
+
+    base = dict(models=[f"smol={smollm2}"], tasks=["easy_oneshot"], limit=3, backend="llama-server", parallel=1,
+                n_ctx=512, progress=False)
+    run_eval(EvalConfig(**base, results=str(tmp_path / "one")))
+    run_eval(EvalConfig(**base, results=str(tmp_path / "two"), replicas=2, gpus=[0]))
+    by = lambda p: dict(zip(*(lambda d: (d.item_id, d.output))(ResultsTable(p).read()), strict=True))  # noqa: E731
+    assert by(tmp_path / "one") == by(tmp_path / "two")
+    block = json.loads((tmp_path / "two" / "blocks.jsonl").read_text().splitlines()[-1])
+    assert block["replicas"] == 2 and block["gpus"] == [0]

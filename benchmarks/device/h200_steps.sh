@@ -4,6 +4,8 @@
 # router:     benchmarks/router_frontier.py on the committed H200 labels and programs, every held-out item, decision
 #             latency on a quiet GPU                                                       -> $RUN/router-frontier
 # throughput: benchmarks/eval_throughput.py, Qwen2.5-Coder-0.5B Q4_K_M, P = 16/32/64      -> $RUN/eval-throughput
+# throughput-gpus: the same on every visible GPU: servers on GPU 0 alone vs spread over all (a 2-GPU machine)
+#                                                                                              -> $RUN/eval-throughput-gpus
 # repair:     benchmarks/gpu_campaign.py --stages swarm,repair for each of $REPAIR_QUANTS (default Q3_K_M; with
 #             as many GPUs as quants, one per GPU at once, else one after the other)  -> $RUN/<quant>/ (repair/, meta.json)
 #             after benchmarks/device/cudnn_sdpa_probe.py (NaN attention gradients through cuDNN?) -> $RUN/cudnn_sdpa_probe.json
@@ -24,6 +26,10 @@ for step in ${1//,/ }; do
     throughput)
       python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
         --threads 2 --out "$RUN/eval-throughput" ;;
+    throughput-gpus)
+      all=$(seq -s. 0 $(( $(nvidia-smi -L | wc -l) - 1 )))
+      python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
+        --threads 2 --p 32,64,128 --layouts "Rx16@0,Rx16@$all" --out "$RUN/eval-throughput-gpus" ;;
     repair)
       python3 benchmarks/device/cudnn_sdpa_probe.py "$RUN/cudnn_sdpa_probe.json"
       quants=(${REPAIR_QUANTS:-Q3_K_M}); gpus=$(nvidia-smi -L | wc -l); pids=()

@@ -13,20 +13,21 @@ def open_engine(model_path: str, backend: str = "auto", **kwargs) -> Engine:
     """Load ``model_path`` with a backend: llama-server (throughput) or llama-cpp-python (in-process).
 
     ``auto`` picks llama-server when the tool is built, else in-process contexts. Keyword
-    arguments (n_ctx, parallel, n_gpu_layers, n_threads, seed, lora_path) go to the backend; ``replicas`` > 1
-    starts that many llama-server processes behind one engine (:class:`~quantswarm.engine.replicas.ReplicatedEngine`).
+    arguments (n_ctx, parallel, n_gpu_layers, n_threads, seed, lora_path) go to the backend; ``replicas`` > 1 (or
+    ``gpus``, the GPUs to spread them over) starts that many llama-server processes behind one engine
+    (:class:`~quantswarm.engine.replicas.ReplicatedEngine`).
     """
     replicas = int(kwargs.pop("replicas", 1) or 1)
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         backend = "llama-server" if find_tool("llama-server") else "llama-cpp-python"
-    if replicas > 1 and backend != "llama-server":
+    if (replicas > 1 or kwargs.get("gpus")) and backend != "llama-server":
         raise EngineError(f"replicas={replicas} needs the llama-server backend, not {backend}")
     if backend == "llama-server":
         from quantswarm.engine.server import LlamaServerEngine
 
-        if replicas > 1:
+        if replicas > 1 or kwargs.get("gpus"):
             from quantswarm.engine.replicas import ReplicatedEngine
 
             return ReplicatedEngine(model_path, replicas=replicas, **kwargs)

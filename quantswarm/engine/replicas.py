@@ -46,17 +46,30 @@ def auto_replicas(free_vram_mib: list[float], per_replica_mib: float, cores: int
                f"at most {MAX_REPLICAS}")
 
 
+def placement_args(gpus: tuple[int, ...], replica: int) -> tuple[str, ...]:
+    """llama-server flags that put replica ``replica`` whole on GPU ``gpus[replica % len(gpus)]`` (a CUDA index),
+    none when ``gpus`` is empty (llama.cpp's default: every replica's layers split over all visible GPUs)."""
+    if not gpus:
+        return ()
+    return ("--split-mode", "none", "--main-gpu", str(gpus[replica % len(gpus)]))
+
+
 class ReplicatedEngine:
-    """``replicas`` llama-server processes of one model; requests go to the least-busy replica."""
+    """``replicas`` llama-server processes of one model; requests go to the least-busy replica. ``gpus`` spreads
+    the replicas over those GPUs in turn, each replica whole on one (``placement_args``)."""
 
     backend = "llama-server"
 
-    def __init__(self, model_path: str, *, replicas: int = 2, parallel: int = 4, **kwargs):
+    def __init__(self, model_path: str, *, replicas: int = 2, parallel: int = 4, gpus: tuple[int, ...] = (),
+                 **kwargs):
         if replicas < 1:
             raise EngineError(f"replicas must be >= 1, not {replicas}")
         self.model_path = str(model_path)
+        self.gpus = tuple(gpus)
+        extra = tuple(kwargs.pop("extra_args", ()))
         with ThreadPoolExecutor(replicas) as pool:
-            futures = [pool.submit(LlamaServerEngine, model_path, parallel=parallel, **kwargs) for _ in range(replicas)]
+            futures = [pool.submit(LlamaServerEngine, model_path, parallel=parallel,
+                                   extra_args=extra + placement_args(self.gpus, i), **kwargs) for i in range(replicas)]
         started, errors = [], []
         for f in futures:
             try:
