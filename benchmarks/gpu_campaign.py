@@ -63,6 +63,19 @@ TASKS = {"gsm8k": "gsm8k_cot_zeroshot", "mmlu": "mmlu_logprob", "humaneval": "hu
 LOCK = threading.Lock()
 
 
+def _versions() -> dict[str, str]:
+    """Installed versions of the libraries the campaign's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("torch", "transformers", "trl", "peft", "dspy", "gguf", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
 def log(msg: str) -> None:
     with LOCK:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -141,18 +154,26 @@ class Campaign:
         from quantswarm.registry import sha256_file
 
         driver = ""
-        try:
+        try:  # one driver for the machine (nvidia-smi would list it once per GPU, visible or not)
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=20).stdout.strip()
+                                    capture_output=True, text=True, timeout=20).stdout.split("\n")[0].strip()
         except (OSError, subprocess.SubprocessError):
             pass
+        commit = ""
+        try:  # the code that ran (the device gets the working tree; QUANTSWARM_COMMIT when it has no .git)
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20,
+                                    cwd=ROOT).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+        commit = commit or os.environ.get("QUANTSWARM_COMMIT", "unknown")
         server = find_tool("llama-server")
         build = ""
         if server:
             r = subprocess.run([str(server), "--version"], capture_output=True, text=True, timeout=30)
             build = " ".join((r.stdout + r.stderr).split())[-160:]
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "gpu": device_label(),
-                "driver": driver, "llama_cpp_build": build, "preset": self.preset,
+                "driver": driver, "llama_cpp_build": build, "preset": self.preset, "quantswarm_commit": commit,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "versions": _versions(),
                 "models": {a: {"file": Path(p).name, "sha256": sha256_file(p, None)} for a, p in self.agents.items()},
                 "data_dir": self.args.data_dir,
                 "reference_note": "F16 references are dequantized from the published quantized GGUF (no FP16 "

@@ -9,6 +9,7 @@ metrics are off.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,10 +62,11 @@ def cuda_to_nvml(visible: str | None, uuids: list[str]) -> list[int]:
         return list(range(len(uuids)))
     out: list[int] = []
     for entry in (e.strip() for e in visible.split(",")):
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():
             index = int(entry)
         else:
-            index = next((i for i, u in enumerate(uuids) if entry and u.startswith(entry)), -1)
+            matches = [i for i, u in enumerate(uuids) if entry and u.startswith(entry)]
+            index = matches[0] if len(matches) == 1 else -1  # an ambiguous prefix names no GPU, as in CUDA
         if not 0 <= index < len(uuids) or index in out:
             break
         out.append(index)
@@ -85,9 +87,13 @@ def _nvml_uuids() -> tuple[str, ...]:
     import pynvml
 
     uuids = []
-    for i in range(pynvml.nvmlDeviceGetCount()):
-        u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-        uuids.append(u.decode() if isinstance(u, bytes) else u)
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+            uuids.append(u.decode() if isinstance(u, bytes) else u)
+    except pynvml.NVMLError as exc:
+        print(f"note: NVML could not list GPU UUIDs ({exc}): GPU metrics off", file=sys.stderr)
+        return ()
     return tuple(uuids)
 
 

@@ -88,7 +88,8 @@ def attention_backend(attention: str) -> Iterator[bool]:
     ``sdpa`` turns the cuDNN backend off: its backward returns NaN query gradients on H100/H200 (torch 2.11 to
     2.13) for attention-masked sequences of 64 past a multiple of 128 tokens (pytorch/pytorch#196678; hit by trl
     DPO on Qwen2.5, huggingface/trl#7181), and flash / memory-efficient / math kernels are then chosen instead.
-    ``eager`` does not use SDPA; ``sdpa-cudnn`` leaves torch's choice as it is."""
+    ``eager`` does not use SDPA; ``sdpa-cudnn`` leaves torch's choice as it is. The setting is process-wide:
+    trainings in one process run one after another (two at once in threads would undo each other's)."""
     import torch
 
     before = torch.backends.cuda.cudnn_sdp_enabled()

@@ -172,16 +172,19 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
 
 
 def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str | None = None,
-                  date: str | None = None) -> dict:
-    """``summary.json``: the headline per deployment, and at top level the deployment that recovered most;
-    ``gpu`` and ``date`` default to this machine's device and today (give them for rows measured elsewhere)."""
+                  date: str | None = None, settings_from_cfg: bool = True) -> dict:
+    """``summary.json``: the headline per deployment, and at top level the best deployment: among those proven on
+    every GSM8K item, the one whose after-before CI has the highest lower bound. ``gpu`` and ``date`` default to
+    this machine's device and today (give them for rows measured elsewhere); a deployment's loss type, beta and
+    learning rate come from ``report.training`` and, with ``settings_from_cfg``, else from ``cfg`` (else None)."""
     from quantswarm.energy import device_label
 
     deploys = {}
     for d, c in report.gsm8k.items():
         m = report.mmlu.get(d)
         trained = report.training.get(d.removeprefix("after_").rsplit("_", 1)[0], {})  # rpo_lora -> rpo
-        settings = {k: trained.get(k, getattr(cfg, k)) for k in ("loss_type", "beta", "learning_rate")}
+        settings = {k: trained.get(k, getattr(cfg, k) if settings_from_cfg else None)
+                    for k in ("loss_type", "beta", "learning_rate")}
         deploys[d.removeprefix("after_")] = {
             "gap_recovered": c.share_recovered, "gap_recovered_ci": c.share_ci, "gsm8k_delta": c.delta,
             "gsm8k_delta_ci": c.delta_ci, "mcnemar_p": c.mcnemar_p, "accuracy": c.accuracy,
@@ -190,8 +193,9 @@ def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str 
             "mmlu_delta": m.delta if m else None, "mmlu_delta_ci": m.delta_ci if m else None,
             "mmlu_accuracy": m.accuracy if m else None, "n_gsm8k": c.items, "n_mmlu": m.items if m else 0,
             **settings}
-    best = max(deploys, key=lambda d: -1e9 if deploys[d]["gap_recovered"] is None else deploys[d]["gap_recovered"]
-               ) if deploys else None
+    full = max((v["n_gsm8k"] for v in deploys.values()), default=0)
+    best = max((d for d in deploys if deploys[d]["n_gsm8k"] == full),
+               key=lambda d: deploys[d]["gsm8k_delta_ci"][0], default=None)
     top = deploys[best] if best else {}
     summary = {
         "agent": f"{report.agent}@{report.quant}", "deploy": best,
@@ -200,7 +204,7 @@ def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str 
         {k: v.get("seconds") for k, v in report.training.items() if isinstance(v, dict)},
         "n_gsm8k": top.get("n_gsm8k", 0), "n_mmlu": top.get("n_mmlu", 0),
         "pairs_by_source": report.pairs.get("by_source", {}), "train_on": cfg.train_on,
-        **{k: top.get(k, getattr(cfg, k)) for k in ("loss_type", "beta", "learning_rate")},
+        **{k: top.get(k) for k in ("loss_type", "beta", "learning_rate")},
         "data_dir": cfg.data_dir or "(loaders' default)", "gpu": gpu or device_label(),
         "date": date or time.strftime("%Y-%m-%d"), "deploys": deploys,
     }

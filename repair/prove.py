@@ -79,6 +79,8 @@ class RepairReport:
             share = "n/a (reference not better)" if c.share_recovered is None else f"{c.share_recovered:+.1%}"
             if c.share_ci is not None:
                 share += f" ({c.share_ci[0]:+.1%}, {c.share_ci[1]:+.1%})"
+            elif c.share_recovered is not None:
+                share += " (no CI: the gap's CI reaches 0)"
             lines.append(f"| {deploy} | {c.task} | {c.items} | {c.accuracy['before']:.1%} | "
                          f"{c.accuracy['after']:.1%} | "
                          f"{c.accuracy['reference']:.1%} | {c.delta:+.1%} ({c.delta_ci[0]:+.1%}, "
@@ -114,6 +116,9 @@ def outcomes(table: ResultsTable, task: str, models: dict[str, tuple], item_ids:
             raise QuantswarmError(f"no {split} rows for {agent} on {task} in {table.path}")
         cols[role] = rows.set_index("item_id")["correct"].astype(bool)
     frame = pd.DataFrame(cols).dropna()
+    if frame.empty:
+        raise QuantswarmError(f"{', '.join(a for a, *_ in models.values())} answered no {task} item in common "
+                              f"in {table.path}")
     return frame.astype(bool).sort_index()
 
 
@@ -134,9 +139,12 @@ def compare(frame: pd.DataFrame, task: str, n_boot: int = 2000, seed: int = 0, a
     share = share_ci = None
     if gap > 0:
         share = delta / gap
-        ok = g_boot > 0  # resamples where there is a gap to recover
-        ratios = d_boot[ok] / g_boot[ok]
-        share_ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))) if ok.any() else None
+        # the ratio's percentile interval is a 95% CI only where (nearly) every resample has a gap: when the gap's
+        # own CI reaches 0, some resamples divide by <= 0 and the interval is undefined (None)
+        if (g_boot > 0).mean() >= 0.975:
+            ok = g_boot > 0
+            ratios = d_boot[ok] / g_boot[ok]
+            share_ci = (float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5)))
     return Comparison(task, n, acc, delta, (d.low, d.high), gap, share, share_ci, d.p_mcnemar,
                       (d.wrong_to_right, d.right_to_wrong), _ci(g_boot), acc["after"] - acc["reference"],
                       _ci(boot["after"] - boot["reference"]))
@@ -161,20 +169,21 @@ def verdict(gsm: Comparison, mmlu: Comparison | None) -> str:
         head = (f"No gap to recover on {gsm.task}: the reference scored {gsm.accuracy['reference']:.1%} vs "
                 f"{gsm.accuracy['before']:.1%} for the degraded agent on {gsm.items} items.")
     else:
-        lo, hi = gsm.share_ci or (float("nan"), float("nan"))
         sig = "significant" if gsm.delta_ci[0] > 0 else "not significant"
+        ci = (f"95% CI {gsm.share_ci[0]:+.0%} to {gsm.share_ci[1]:+.0%}" if gsm.share_ci else
+              f"no CI: the gap's own 95% CI, {gsm.gap_ci[0]:+.1%} to {gsm.gap_ci[1]:+.1%}, reaches 0")
         head = (f"The repair recovered {gsm.share_recovered:+.0%} of the {gsm.gap:.1%} gap on {gsm.task} "
-                f"(95% CI {lo:+.0%} to {hi:+.0%}; after-before {gsm.delta:+.1%}, {sig}, {gsm.items} items).")
-        if gsm.gap_ci[0] <= 0:
-            head += (f" The gap itself is not significant (95% CI {gsm.gap_ci[0]:+.1%} to {gsm.gap_ci[1]:+.1%}), "
-                     "so its share is a poor yardstick.")
+                f"({ci}; after-before {gsm.delta:+.1%}, {sig}, {gsm.items} items).")
+        if gsm.share_ci is None:
+            head += " The gap is not significant, so its share is a poor yardstick."
     if gsm.over_reference_ci[0] > 0:
         head += (f" The repaired agent beats the reference by {gsm.over_reference:+.1%} (95% CI "
                  f"{gsm.over_reference_ci[0]:+.1%} to {gsm.over_reference_ci[1]:+.1%}): the training taught the "
                  "task, it did not only undo the quantization.")
     if mmlu is not None:
         head += (f" MMLU: {mmlu.accuracy['before']:.1%} -> {mmlu.accuracy['after']:.1%} "
-                 f"({mmlu.delta:+.1%}, 95% CI {mmlu.delta_ci[0]:+.1%} to {mmlu.delta_ci[1]:+.1%}).")
+                 f"({mmlu.delta:+.1%}, 95% CI {mmlu.delta_ci[0]:+.1%} to {mmlu.delta_ci[1]:+.1%}, "
+                 f"{mmlu.items} items).")
     return head
 
 

@@ -21,6 +21,8 @@ UUIDS = ["GPU-aaaa-1111", "GPU-bbbb-2222", "GPU-cccc-3333"]
     ("0,0,1", [0]),  # ... or repeating one
     ("-1", []),
     ("GPU-zzzz", []),
+    ("GPU-", []),  # a prefix of every UUID: ambiguous, as CUDA says
+    ("²", []),  # a digit to str.isdigit, not to CUDA
 ])
 def test_cuda_visible_devices_map_to_nvml_indices(visible, nvml):
     assert cuda_to_nvml(visible, UUIDS) == nvml

@@ -37,7 +37,7 @@ def test_no_gap_is_reported_as_such():
 
 def test_a_repair_past_the_reference_and_an_insignificant_gap_are_said():
     """The H200 Q3_K_M run: a 2-point gap (not significant) and a repaired agent 11 points above the reference —
-    the share of the gap (over 500%) is reported with both caveats, with the joint bootstrap's CIs."""
+    the share of the gap (over 500%) gets no CI (the gap's CI reaches 0) and both caveats are said."""
     n = 200
     before = [1] * 90 + [0] * 110  # 45%
     reference = [1] * 84 + [0] * 6 + [1] * 10 + [0] * 100  # 47%: 10 items won, 6 of before's lost
@@ -45,7 +45,20 @@ def test_a_repair_past_the_reference_and_an_insignificant_gap_are_said():
     c = compare(_frame(before, after, reference), "gsm8k_cot_zeroshot", n_boot=4000, seed=0)
     assert c.gap == pytest.approx(0.02) and c.gap_ci[0] < 0 < c.gap_ci[1]
     assert c.over_reference == pytest.approx(0.11) and c.over_reference_ci[0] > 0.05
-    assert c.share_recovered == pytest.approx(6.5)
-    text = verdict(c, None)
-    assert "beats the reference by +11.0%" in text and "gap itself is not significant" in text
-    assert n == c.items
+    assert c.share_recovered == pytest.approx(6.5) and c.share_ci is None  # a ratio over a gap that may be <= 0
+    text = verdict(c, c)
+    assert "beats the reference by +11.0%" in text and "The gap is not significant" in text
+    assert "no CI: the gap's own 95% CI" in text and f"{n} items)." in text
+
+
+def test_no_common_item_is_an_error_not_nan(tmp_path):
+    from quantswarm.errors import QuantswarmError
+    from quantswarm.results import ResultRow, ResultsTable
+    from repair.prove import outcomes
+
+    table = ResultsTable(tmp_path / "r")
+    table.append([ResultRow(run_id="r", agent=a, model_file="m", model_sha="s", quant="Q2_K", task="t", dataset="d",
+                            split="test", item_id=i, output="o", extracted="1", gold="1", correct=True)
+                  for a, i in (("before", "x"), ("after", "y"))])
+    with pytest.raises(QuantswarmError, match="answered no t item in common"):
+        outcomes(table, "t", {"before": ("before", None), "after": ("after", None)}, ["x", "y"])

@@ -38,7 +38,7 @@ def results(tmp_path):
     adapter = tmp_path / "adapter-rpo"
     adapter.mkdir()
     (adapter / "repair_meta.json").write_text(json.dumps({"config": {
-        "loss_type": "sigmoid,sft", "beta": 0.1, "learning_rate": 5e-5, "epochs": 2.0}}))
+        "loss_type": "sigmoid,sft", "beta": 0.1, "learning_rate": 5e-5, "epochs": 2.0, "train_on": "quantized"}}))
     (tmp_path / "train_result-rpo.json").write_text(json.dumps({"steps": 42, "seconds": 40.6, "history": []}))
     return tmp_path, table
 
@@ -68,3 +68,31 @@ def test_rows_of_two_files_under_one_agent_and_missing_roles_are_one_line_errors
     table.append(_rows("m-rpo-lora@Q2_K", "gsm8k_cot_zeroshot", ["x"], 1, sha="other"))
     assert repair_report_from_rows.main([str(table.path), *args]) == 2
     assert "m-rpo-lora@Q2_K has rows of 2 model files" in capsys.readouterr().err
+
+
+def test_rows_of_other_data_settings_and_bad_inputs_are_one_line_errors(results, tmp_path, capsys):
+    folder, table = results
+    args = ["--stem", "m", "--quant", "Q2_K", "--gsm8k-items", str(N), "--mmlu-items", str(N), "--out",
+            str(tmp_path / "r")]
+    # items drawn from another data folder (here: 10 items asked of rows that answered other ids) do not pass
+    assert repair_report_from_rows.main([str(table.path), *args[:4], "--data-dir", str(tmp_path), *args[4:]]) == 2
+    assert "repair_report_from_rows:" in capsys.readouterr().err
+    base = [str(table.path), *args, "--data-dir", str(DATA)]
+    assert repair_report_from_rows.main([*base, "--train-results", str(tmp_path / "none")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert repair_report_from_rows.main([*base, "--pairs-summary", str(tmp_path / "list.json")]) == 2
+    assert "must be a JSON object, not list" in capsys.readouterr().err
+    (folder / "adapter-rpo" / "repair_meta.json").write_text('{"config": {"beta": 0.1}}')
+    assert repair_report_from_rows.main([*base, "--train-results", str(folder)]) == 2
+    assert "config lacks loss_type" in capsys.readouterr().err
+    assert repair_report_from_rows.main([*base, "--reference", "m@Q2_K"]) == 2
+    assert "is the degraded agent itself" in capsys.readouterr().err
+
+
+def test_fewer_answered_items_than_drawn_is_an_error(results, tmp_path, capsys):
+    """Rows made from other data (here: 40 items answered, 45 drawn) are refused, not compared on a subset."""
+    _, table = results
+    rc = repair_report_from_rows.main([str(table.path), "--stem", "m", "--quant", "Q2_K", "--data-dir", str(DATA),
+                                       "--gsm8k-items", "45", "--mmlu-items", str(N), "--out", str(tmp_path / "r")])
+    assert rc == 2 and "answered 40 of the 45 gsm8k_cot_zeroshot items" in capsys.readouterr().err

@@ -36,11 +36,13 @@ case "${1:-}" in
     grep -aE "== |FAILED|labels: |status:|repair: (proof|pairs:|.* failed for|DPO|trained|requantizing)|tok/s = |decisions in|Traceback|Error" $RUN.log | cut -c1-400 | tail -40; tail -c 1200 $RUN.log; echo
     nvidia-smi --query-gpu=memory.used,power.draw --format=csv,noheader
     kill -0 "$(cat $RUN.pid)" 2>/dev/null && echo "STILL RUNNING" || echo "FINISHED"
-    [ -n "${OUT:-}" ] && bash "$0" collect > /dev/null ;;  # what is there so far comes back with every call
+    if [ -n "${OUT:-}" ]; then bash "$0" collect > /dev/null; fi ;;  # what is there so far comes back each call
   collect)  # in 15 MiB parts (the tool brings back files of at most 16 MiB): cat campaign.tgz.part* | tar xz
     cp $RUN.log "$OUT/campaign.log"
     rm -f "$OUT"/campaign.tgz.part*
-    tar czf - --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' --exclude='dataset' \
-      --exclude='dpo-work' --exclude='*.npz' -C $RUN . | split -b 15M - "$OUT/campaign.tgz.part" && ls -la "$OUT" ;;
+    # a live run writes as we read: tar's "file changed" warning is expected (a half-written part is a .tmp file)
+    tar czf - --warning=no-file-changed --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \
+      --exclude='dataset' --exclude='dpo-work' --exclude='*.npz' --exclude='.*.tmp' -C $RUN . \
+      | split -b 15M - "$OUT/campaign.tgz.part"; ls -la "$OUT" ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac

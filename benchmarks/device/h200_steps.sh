@@ -32,18 +32,23 @@ for step in ${1//,/ }; do
         --threads 2 --p 32,64,128 --layouts "Rx16@0,Rx16@$all" --out "$RUN/eval-throughput-gpus" ;;
     repair)
       python3 benchmarks/device/cudnn_sdpa_probe.py "$RUN/cudnn_sdpa_probe.json"
-      quants=(${REPAIR_QUANTS:-Q3_K_M}); gpus=$(nvidia-smi -L | wc -l); pids=()
+      read -ra quants <<< "${REPAIR_QUANTS:-Q3_K_M}"
+      # the GPUs this machine lets us use, as CUDA indices (an outer CUDA_VISIBLE_DEVICES is honoured)
+      IFS=, read -ra visible <<< "${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $(( $(nvidia-smi --query-gpu=index \
+        --format=csv,noheader | wc -l) - 1 )))}"
+      pids=(); failed=0
       for i in "${!quants[@]}"; do
         q=${quants[$i]}; mkdir -p "$RUN/$q"
         cmd=(python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN/$q" --data-dir "$QUANTSWARM_DATA"
              --stages swarm,repair --repair-quant "$q")
-        if [ "${#quants[@]}" -le "$gpus" ]; then
-          CUDA_VISIBLE_DEVICES=$i "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /" & pids+=($!)
+        if [ "${#quants[@]}" -le "${#visible[@]}" ]; then  # one quant per GPU, at once
+          (set -o pipefail; CUDA_VISIBLE_DEVICES=${visible[$i]} "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /") & pids+=($!)
         else
-          "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /"
+          (set -o pipefail; "${cmd[@]}" 2>&1 | sed -u "s/^/[$q] /") || failed=1
         fi
       done
-      for p in "${pids[@]}"; do wait "$p"; done ;;
+      for p in "${pids[@]}"; do wait "$p" || failed=1; done
+      [ "$failed" = 0 ] ;;
     campaign)
       python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" ${CAMPAIGN_ARGS:-} ;;
     *) echo "unknown step $step"; exit 2 ;;
