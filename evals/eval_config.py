@@ -84,6 +84,9 @@ class EvalConfig:
     concurrent_models: int = field(default=1, metadata={
         "help": "models evaluated at once, each with its own llama-server(s) on the same device (a ladder's rungs "
                 "share one GPU); energy per row is then not recorded"})
+    shared_device: bool = field(default=False, metadata={
+        "help": "other work runs on the same GPU meanwhile (e.g. concurrent evals in threads): energy per row and "
+                "per block is not recorded, as the GPU's energy counter cannot tell the works apart"})
     max_tokens: int | None = field(default=None, metadata={"help": "override each task's max_tokens"})
     # decoding
     repeats: int = field(default=1, metadata={

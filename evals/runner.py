@@ -301,12 +301,15 @@ def run_eval(cfg: EvalConfig) -> Path:
                     ctx = RowContext(model, sha, engine.backend, task, run_id, block_params(cfg, task), n_ctx,
                                      data[task.name][2], device, versions, cfg.allow_code_execution)
                     _run_block(cfg, table, ctx, engine, todo[task.name], data[task.name][1], tally,
-                               energy=cfg.concurrent_models == 1)
+                               energy=cfg.concurrent_models == 1 and not cfg.shared_device)
         finally:
             engine.close()  # stops llama-server, so requests still in flight fail at once instead of finishing
             live.remove(engine)
 
-    if cfg.concurrent_models > 1 and len(models) > 1:
+    if cfg.shared_device:
+        print("note: the device is shared with other work: energy per row and per block is not recorded",
+              file=sys.stderr)
+    elif cfg.concurrent_models > 1 and len(models) > 1:
         print(f"note: {min(cfg.concurrent_models, len(models))} models at once on one device: energy per row and "
               "per block is not recorded (the GPU's energy counter cannot tell the models apart)", file=sys.stderr)
     try:

@@ -77,6 +77,7 @@ def mine_and_pair(cfg: RepairConfig, agent_name: str, agent: Path, reference: Pa
     run_eval(EvalConfig(models=[f"{agent_name}={agent}"], tasks=[cfg.task], limit=cfg.train_items,
                         split=TRAIN_SPLIT, seed=cfg.seed, backend=cfg.backend, parallel=cfg.parallel,
                         replicas=cfg.replicas, n_threads=cfg.n_threads,
+                        shared_device=True,  # the campaign proves beside the mining
                         data_dir=cfg.data_root,
                         n_ctx=cfg.n_ctx, n_gpu_layers=cfg.n_gpu_layers, results=cfg.results,
                         max_tokens=cfg.max_tokens or None, run_id=new_run_id("repair-mine")))

@@ -195,13 +195,15 @@ def proof_limits(cfg: RepairConfig) -> dict[str, int]:
 def evaluate_deployment(cfg: RepairConfig, agent: str, path: str, lora: str | None, run_id: str,
                         progress: bool = True) -> None:
     """One model of the proof (a GGUF, optionally with a GGUF LoRA over it) on the proof's held-out items, into
-    ``cfg.results``; rows already there with the same identity are kept, so ``prove`` after this only compares."""
+    ``cfg.results``; rows already there with the same identity are kept, so ``prove`` after this only compares.
+    Energy is not recorded: the proof's models (and the mining) share the device."""
     limits = proof_limits(cfg)
     run_eval(EvalConfig(models=[f"{agent}={path}"], tasks=list(limits), task_limits=limits, seed=cfg.seed,
                         backend=cfg.backend, parallel=cfg.parallel, replicas=cfg.replicas, n_ctx=cfg.n_ctx,
                         n_threads=cfg.n_threads, progress=progress,
                         n_gpu_layers=cfg.n_gpu_layers, results=cfg.results, max_tokens=cfg.max_tokens or None,
-                        run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {}))
+                        run_id=run_id, data_dir=cfg.data_root, loras={agent: lora} if lora else {},
+                        shared_device=True))  # deployments are proven at once on one device
 
 
 def prove(cfg: RepairConfig, models: dict[str, tuple], run_id: str,

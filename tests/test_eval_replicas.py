@@ -1,4 +1,5 @@
-"""``--replicas auto``: from the GPU's free memory and the cores, 1 without a GPU; parsed from the CLI's text."""
+"""Eval replicas: `--replicas auto` (free GPU memory and cores, 1 without a GPU), `--gpus` placement, and a shared
+device recording no energy."""
 
 from __future__ import annotations
 
@@ -83,3 +84,16 @@ def test_placed_replicas_answer_like_one_server(smollm2, tmp_path, llama_server_
     assert by(tmp_path / "one") == by(tmp_path / "two")
     block = json.loads((tmp_path / "two" / "blocks.jsonl").read_text().splitlines()[-1])
     assert block["replicas"] == 2 and block["gpus"] == [0]
+
+
+def test_a_shared_device_records_no_energy_and_says_so(smollm2, tmp_path, llama_server_bin, capsys):
+    import json
+
+    from evals.runner import run_eval
+    from quantswarm.results import ResultsTable
+
+    run_eval(EvalConfig(models=[f"smol={smollm2}"], tasks=["easy_oneshot"], limit=2, results=str(tmp_path / "r"),
+                        backend="llama-server", parallel=1, n_ctx=512, progress=False, shared_device=True))
+    assert "device is shared with other work: energy" in capsys.readouterr().err
+    assert ResultsTable(tmp_path / "r").read().joules.isna().all()
+    assert json.loads((tmp_path / "r" / "blocks.jsonl").read_text().splitlines()[-1])["joules"] is None
