@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from quantswarm.errors import QuantswarmError  # noqa: E402
 from repair.pairs import PairSet  # noqa: E402
-from repair.repair_config import RepairConfig  # noqa: E402
+from repair.repair_config import RepairConfig, field_overrides  # noqa: E402
 
 # the H200 campaign's repair training (benchmarks/gpu_campaign.py, RPO variant)
 CAMPAIGN = {"loss_type": "sigmoid,sft", "beta": 0.1, "learning_rate": 5e-5, "epochs": 2.0, "batch_size": 8,
@@ -84,13 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     try:
-        types = {f.name: type(f.default) for f in fields(RepairConfig)}
-        over = dict(CAMPAIGN)
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep or key not in types:
-                raise QuantswarmError(f"--set {item!r}: use FIELD=VALUE with a RepairConfig field")
-            over[key] = types[key](value)
+        over = CAMPAIGN | field_overrides(args.set)
         cfg = replace(RepairConfig(agent=str(args.tokenizer_gguf), precision="fp32", attention="eager"), **over)
         if not args.tokenizer_gguf.is_file():
             raise QuantswarmError(f"no GGUF at {args.tokenizer_gguf}")

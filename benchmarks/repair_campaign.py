@@ -11,7 +11,6 @@ pair summary, pairs, training log and config are copied to ``benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -19,8 +18,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from quantswarm.errors import ConfigError  # noqa: E402
 from repair.pipeline import run_repair  # noqa: E402
-from repair.repair_config import RepairConfig  # noqa: E402
+from repair.repair_config import RepairConfig, field_overrides  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = {
@@ -37,19 +37,6 @@ KEEP = ("report.md", "report.json", "train_result.json", "repair_config.json", "
         "pairs/pairs.jsonl")
 
 
-def overrides(pairs: list[str], ap: argparse.ArgumentParser) -> dict:
-    """``KEY=VALUE`` strings as RepairConfig fields, each value converted to the field's type."""
-    fields = {f.name: f for f in dataclasses.fields(RepairConfig)}
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
-            ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        kind = type(fields[key].default)
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("preset", choices=sorted(PRESETS))
@@ -61,7 +48,10 @@ def main() -> None:
     args = ap.parse_args()
     name = args.name or f"repair-{args.preset}"
     settings = dict(PRESETS[args.preset], out_dir=str(REPO / "runs" / name))
-    settings.update(overrides(args.set, ap))
+    try:
+        settings.update(field_overrides(args.set))
+    except ConfigError as exc:
+        ap.error(str(exc))
     if args.agent:
         settings["agent"] = args.agent
     if args.hf_model:

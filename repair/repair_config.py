@@ -20,7 +20,7 @@ Proof:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from quantswarm.errors import ConfigError
@@ -209,3 +209,20 @@ class RepairConfig:
     @property
     def out(self) -> Path:
         return Path(self.out_dir)
+
+
+def field_overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings (a script's ``--set``) as RepairConfig fields, each value converted to the type of the
+    field's default (booleans: 1/true/yes); ConfigError for an unknown field or a value of the wrong type."""
+    known = {f.name: f for f in fields(RepairConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        kind = type(known[key].default)
+        try:
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ConfigError(f"--set {pair!r}: {key} takes a {kind.__name__}") from None
+    return out

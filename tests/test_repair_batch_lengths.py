@@ -36,4 +36,4 @@ def test_lengths_per_step_from_the_trainers_dataloader(smollm2, tmp_path):
 
 def test_bad_overrides_are_one_line_errors(tmp_path, capsys):
     rc = repair_batch_lengths.main([str(tmp_path), "--tokenizer-gguf", str(tmp_path / "x.gguf"), "--set", "nope=1"])
-    assert rc == 2 and "use FIELD=VALUE with a RepairConfig field" in capsys.readouterr().err
+    assert rc == 2 and "expected KEY=VALUE with KEY one of" in capsys.readouterr().err

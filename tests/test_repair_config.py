@@ -28,3 +28,15 @@ def test_defaults_and_derived_paths():
 def test_bad_values_are_one_clear_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         RepairConfig(**{"agent": "m.gguf", **kwargs})
+
+
+def test_set_overrides_take_each_fields_type():
+    from repair.repair_config import field_overrides
+
+    assert field_overrides(["beta=0.3", "batch_size=4", "gradient_checkpointing=false", "loss_type=sft"]) == {
+        "beta": 0.3, "batch_size": 4, "gradient_checkpointing": False, "loss_type": "sft"}
+    assert field_overrides(["gradient_checkpointing=true"]) == {"gradient_checkpointing": True}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE with KEY one of"):
+        field_overrides(["nope=1"])
+    with pytest.raises(ConfigError, match="batch_size takes a int"):
+        field_overrides(["batch_size=many"])
