@@ -63,19 +63,6 @@ TASKS = {"gsm8k": "gsm8k_cot_zeroshot", "mmlu": "mmlu_logprob", "humaneval": "hu
 LOCK = threading.Lock()
 
 
-def _versions() -> dict[str, str]:
-    """Installed versions of the libraries the campaign's numbers depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("torch", "transformers", "trl", "peft", "dspy", "gguf", "numpy"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
 def log(msg: str) -> None:
     with LOCK:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -152,6 +139,7 @@ class Campaign:
         from quantswarm.energy import device_label
         from quantswarm.engine.build import find_tool
         from quantswarm.registry import sha256_file
+        from quantswarm.results import package_versions
 
         driver = ""
         try:  # one driver for the machine (nvidia-smi would list it once per GPU, visible or not)
@@ -173,7 +161,8 @@ class Campaign:
             build = " ".join((r.stdout + r.stderr).split())[-160:]
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "gpu": device_label(),
                 "driver": driver, "llama_cpp_build": build, "preset": self.preset, "quantswarm_commit": commit,
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "versions": _versions(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "versions": package_versions(
+                    ("torch", "transformers", "trl", "peft", "dspy", "gguf", "numpy"), missing="not installed"),
                 "models": {a: {"file": Path(p).name, "sha256": sha256_file(p, None)} for a, p in self.agents.items()},
                 "data_dir": self.args.data_dir,
                 "reference_note": "F16 references are dequantized from the published quantized GGUF (no FP16 "

@@ -219,15 +219,23 @@ def _stringy(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def versions_json(extra: dict[str, str] | None = None) -> str:
-    """JSON of the versions that produced a score (quantswarm, llama-cpp-python, ...)."""
+def package_versions(dists: Iterable[str], missing: str | None = None) -> dict[str, str]:
+    """Installed version of each distribution; one that is not installed is left out, or given as ``missing``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str] = {"schema": str(SCHEMA_VERSION)}
-    for dist in ("quantswarm", "llama-cpp-python", "gguf", "dspy", "trl"):
+    out: dict[str, str] = {}
+    for dist in dists:
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
-            pass
+            if missing is not None:
+                out[dist] = missing
+    return out
+
+
+def versions_json(extra: dict[str, str] | None = None) -> str:
+    """JSON of the versions that produced a score (quantswarm, llama-cpp-python, ...)."""
+    out: dict[str, str] = {"schema": str(SCHEMA_VERSION),
+                           **package_versions(("quantswarm", "llama-cpp-python", "gguf", "dspy", "trl"))}
     out.update(extra or {})
     return json.dumps(out, sort_keys=True)

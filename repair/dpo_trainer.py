@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from quantswarm.errors import QuantswarmError
-from quantswarm.results import versions_json
+from quantswarm.results import package_versions, versions_json
 from repair.checks import check_adapter_trained
 from repair.pairs import PairSet
 from repair.repair_config import RepairConfig
@@ -246,21 +246,10 @@ def train_dpo(cfg: RepairConfig, pairs: PairSet, base_dir: str | Path, adapter_d
     result = TrainResult(str(adapter_dir), str(base_dir), trainer.state.global_step, round(seconds, 2),
                          budget.stopped, device, str(dtype).removeprefix("torch."), len(data), cfg.attention,
                          cudnn_sdpa, finite.skipped, progress.history)
-    meta = {"config": asdict(cfg), "train": asdict(result), "versions": json.loads(versions_json(_versions()))}
+    meta = {"config": asdict(cfg), "train": asdict(result), "versions": json.loads(versions_json(
+        package_versions(("peft", "transformers", "torch", "datasets"))))}
     (adapter_dir / "repair_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
     return result
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("peft", "transformers", "torch", "datasets"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
