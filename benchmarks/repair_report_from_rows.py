@@ -127,10 +127,9 @@ def build(args: argparse.Namespace) -> int:
                           files={"results": str(args.results)}, verdict=verdict_all(found[TASKS[0]], found[TASKS[1]]))
     report.save(args.out)
     rows = table.read(agent=names["before"])
-    summary = write_summary(report, cfg, args.out / "summary.json", gpu=", ".join(sorted(set(rows["device"]))),
-                            date=str(rows["timestamp"].min())[:10], settings_from_cfg=False)
-    summary["data_dir"] = ", ".join(sorted({str(Path(p).parent.parent) for p in rows["data_source"]}))
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_summary(report, cfg, args.out / "summary.json", gpu=", ".join(sorted(set(rows["device"]))),
+                  date=str(rows["timestamp"].min())[:10], settings_from_cfg=False,
+                  data_dir=", ".join(sorted({str(Path(p).parent.parent) for p in rows["data_source"]})))
     print(report.verdict)
     return 0
 

@@ -173,10 +173,11 @@ def run_repair(cfg: RepairConfig, log: Callable[[str], None] = print) -> RepairR
 
 
 def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str | None = None,
-                  date: str | None = None, settings_from_cfg: bool = True) -> dict:
+                  date: str | None = None, data_dir: str | None = None, settings_from_cfg: bool = True) -> dict:
     """``summary.json``: the headline per deployment, and at top level the best deployment: among those proven on
-    every GSM8K item, the one whose after-before CI has the highest lower bound. ``gpu`` and ``date`` default to
-    this machine's device and today (give them for rows measured elsewhere); a deployment's loss type, beta and
+    every GSM8K item, the one whose after-before CI has the highest lower bound. ``gpu``, ``date`` and
+    ``data_dir`` default to this machine's device, today and ``cfg``'s data folder (give them for rows measured
+    elsewhere); a deployment's loss type, beta and
     learning rate come from ``report.training`` and, with ``settings_from_cfg``, else from ``cfg`` (else None)."""
     from quantswarm.energy import device_label
 
@@ -206,7 +207,7 @@ def write_summary(report: RepairReport, cfg: RepairConfig, path: Path, gpu: str 
         "n_gsm8k": top.get("n_gsm8k", 0), "n_mmlu": top.get("n_mmlu", 0),
         "pairs_by_source": report.pairs.get("by_source", {}), "train_on": cfg.train_on,
         **{k: top.get(k) for k in ("loss_type", "beta", "learning_rate")},
-        "data_dir": cfg.data_dir or "(loaders' default)", "gpu": gpu or device_label(),
+        "data_dir": data_dir or cfg.data_dir or "(loaders' default)", "gpu": gpu or device_label(),
         "date": date or time.strftime("%Y-%m-%d"), "deploys": deploys,
     }
     path.write_text(json.dumps(summary, indent=2, default=float) + "\n")
