@@ -32,7 +32,8 @@ import yaml
 
 from quantswarm.energy import device_label
 from quantswarm.text_table import format_table, markdown_table
-from serving.bench import BenchConfig, bench_once, run_sweep, single_agent, summary_rows
+from serving.bench import BenchConfig, BenchSession, run_sweep, single_agent, summary_rows
+from serving.bench_config import PROFILES
 from serving.bench_modes import compare_modes
 from serving.monitor import Monitor, plot_monitor
 from serving.planner import MIB
@@ -50,7 +51,19 @@ PRESETS = {
     "gpu": {"specs": ["data/swarms/h100-qwen-16gib.yaml", "data/swarms/h100-qwen-tight.yaml"], "n": 100,
             "max_tokens": 128, "sweep_n": 64, "sweep_parallel": [1, 4, 16], "sweep_ctx": [2048, 8192],
             "sweep_agent": "math", "timeout_s": 240.0},
+    # one H200: the reference swarm (SmolLM2 router + Qwen 0.5B + Qwen 1.5B F16/Q4_K_M/Q3_K_M/Q2_K) under 16 GiB,
+    # then under a tight budget that offloads layers; the compiled router decides every task (model=auto), tasks
+    # from its held-out split scored by their eval task, at 5 and 20 clients; each agent alone and all at once;
+    # the execution modes; the knee sweep of the 1.5B Q4_K_M with a long-context point (32768 tokens per slot, its
+    # trained context).
+    "h200": {"specs": ["data/swarms/h200-reference.yaml", "data/swarms/h200-reference-tight.yaml"], "n": 200,
+             "concurrency": [5, 20], "max_tokens": 128, "profile": "routed",
+             "labels": "benchmarks/results/gpu/2026-11-30-h200-campaign/labels.jsonl", "alone_n": 32,
+             "alone_concurrency": 4, "modes_n": 40, "sweep_n": 48, "sweep_parallel": [1, 4, 16],
+             "sweep_ctx": [4096, 32768], "sweep_agent": "qwen15-q4km", "timeout_s": 300.0},
 }
+DEFAULTS = {"concurrency": [5], "profile": "mixed", "labels": "", "alone_n": 0, "alone_concurrency": 4,
+            "modes_n": None}
 
 
 def _ints(text: str) -> list[int]:
@@ -65,7 +78,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--model", help="request model: auto, an agent or spread (default: auto with a router "
                                     "program, else spread)")
     ap.add_argument("--n", type=int, help="tasks per spec (default: the preset's)")
-    ap.add_argument("--concurrency", type=int, default=5, help="concurrent clients")
+    ap.add_argument("--concurrency", type=_ints, help="concurrent clients, one load per value in one swarm load, "
+                                                      "e.g. 5,20 (default: the preset's)")
+    ap.add_argument("--profile", choices=PROFILES, help="workload (default: the preset's; routed = the compiled "
+                                                        "router's held-out tasks, scored)")
+    ap.add_argument("--labels", help="routed profile: the router's labels JSONL")
+    ap.add_argument("--data-dir", help="routed profile: benchmark data folder")
+    ap.add_argument("--allow-code-execution", action="store_true",
+                    help="routed profile: keep HumanEval tasks and score them by running the answers (sandboxed)")
+    ap.add_argument("--alone-n", type=int, help="requests per agent for the each-agent-alone baseline (0: none)")
+    ap.add_argument("--alone-concurrency", type=int, help="clients per agent in the alone and all-at-once runs")
+    ap.add_argument("--modes-n", type=int, help="requests per execution mode (default: --n)")
     ap.add_argument("--max-tokens", type=int)
     ap.add_argument("--sweep-n", type=int, help="requests per sweep point")
     ap.add_argument("--sweep-parallel", type=_ints, help="slots to sweep, e.g. 1,4,16")
@@ -77,12 +100,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", help="output folder (default: runs/serving-campaign-<preset>-<time>)")
     ap.add_argument("--results", help="results table for the per-request rows (default: <out>/results)")
     args = ap.parse_args()
-    for k, v in PRESETS[args.preset].items():
+    for k, v in {**DEFAULTS, **PRESETS[args.preset]}.items():
         key = "spec" if k == "specs" else k
         if getattr(args, key, None) is None:
             setattr(args, key, [str(REPO / s) for s in v] if k == "specs" else v)
     args.out = args.out or str(REPO / f"runs/serving-campaign-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     args.results = args.results or str(Path(args.out) / "results")
+    if args.labels and not Path(args.labels).is_absolute():
+        args.labels = str(REPO / args.labels) if (REPO / args.labels).exists() else args.labels
+    args.modes_n = args.modes_n or args.n
     return args
 
 
@@ -153,14 +179,27 @@ def bench_rows(s: dict) -> dict:
             "p95_ms": lat["p95"], "p99_ms": lat["p99"], "router_ms": s["router_ms"]["avg"], "tok/s": s["tok_s"],
             "req/s": s["req_s"], "avg_W": _f(s.get("avg_power_w")), "Wh/1Mtok": _f(s["wh_per_mtok"], 2),
             "vram_peak_MiB": _f(s["vram_peak_mib"], 0), "share": ", ".join(f"{a} {p}" for a, p in share.items()),
-            "route_sources": ", ".join(f"{k} {v}" for k, v in sorted(s.get("route_sources", {}).items()))}
+            "route_sources": ", ".join(f"{k} {v}" for k, v in sorted(s.get("route_sources", {}).items())),
+            "accuracy": _accuracy_cell(s)}
+
+
+def _accuracy_cell(s: dict) -> str:
+    acc = s.get("accuracy", {}).get("all")
+    return f"{acc['accuracy']:.3f} ({acc['correct']}/{acc['n']})" if acc else "n/a"
+
+
+def accuracy_rows(s: dict) -> list[dict]:
+    """Accuracy of the routed answers per agent and per task kind (from a run's summary)."""
+    return [{"group": k, "n": v["n"], "correct": v["correct"], "accuracy": v["accuracy"]}
+            for k, v in s.get("accuracy", {}).items()]
 
 
 def markdown(report: dict) -> str:
     out = [f"# Serving campaign ({report['preset']}) — {report['started']}", "",
            f"- device: {report['device']}", f"- command: `{report['command']}`",
-           f"- load: {report['n']} tasks per spec through the NATS bus, {report['concurrency']} concurrent clients "
-           f"(closed loop: a client sends its next task when its answer is back), mixed workload, "
+           f"- load: {report['n']} tasks per run through the NATS bus at {report['concurrency']} concurrent clients "
+           f"(closed loop: a client sends its next task when its answer is back), {report['profile']} workload"
+           f"{' (the compiled router held-out tasks, ' + report['labels'] + ')' if report.get('labels') else ''}, "
            f"max_tokens {report['max_tokens']}; latency = publish to result", ""]
     for e in report["specs"]:
         out += [f"## {e['name']}", "", f"`{e['spec']}`", ""]
@@ -168,16 +207,29 @@ def markdown(report: dict) -> str:
             out += ["### Plan", "", e["plan"]["summary"], "", markdown_table(e["plan"]["rows"])]
         if "router" in e:
             out += [f"Routing: {e['router']['note']}; request model `{e.get('model', '')}`.", ""]
-        if "bench" in e:
-            out += ["### Load test", "", markdown_table([bench_rows(e["bench"])]),
-                    "### Planned vs measured memory (after load)", "",
-                    markdown_table(memory_rows(e["bench"]["memory"]))]
+        if e.get("benches"):
+            out += ["### Load test", "", markdown_table([bench_rows(b) for b in e["benches"]])]
+            for b in e["benches"]:
+                if b.get("accuracy"):
+                    out += [f"Accuracy of the answers at {b['concurrency']} clients (max_tokens "
+                            f"{b['max_tokens']}: a longer chain of thought is cut there):", "",
+                            markdown_table(accuracy_rows(b))]
+        if e.get("alone"):
+            al = e["alone"]
+            out += [f"### Each agent alone vs all at once ({al['n_per_agent']} tasks, {al['concurrency_per_agent']} "
+                    "clients per agent; one swarm load)", "", markdown_table(al["alone"]),
+                    f"Sum of the agents alone: {al['sum_alone_tok_s']} tok/s; all at once: {al['all_at_once_tok_s']} "
+                    f"tok/s (**{al['all_at_once_vs_sum_alone']}x** the sum, p95 {al['all_at_once_p95_ms']} ms). "
+                    f"Routed runs / sum alone: {al['routed_vs_sum_alone']} (routing sends most tasks to few agents, "
+                    "so a routed run leaves the others idle).", ""]
+        if e.get("memory"):
+            out += ["### Planned vs measured memory (after load)", "", markdown_table(memory_rows(e["memory"]))]
         if e.get("monitor_png"):
             out += [f"Power and VRAM over the spec's runs: `{Path(e['monitor_png']).name}`", ""]
         for err in e.get("errors", []):
             out += [f"**error**: {err}", ""]
     if report.get("modes"):
-        out += [f"## Execution modes at {report['concurrency']} requests in flight (swap / shared / co-resident)",
+        out += [f"## Execution modes at {report['concurrency'][0]} requests in flight (swap / shared / co-resident)",
                 "", markdown_table(report["modes"])]
     if report.get("sweep"):
         sw = report["sweep"]
@@ -186,6 +238,37 @@ def markdown(report: dict) -> str:
     for err in report.get("errors", []):
         out += [f"**error**: {err}", ""]
     return "\n".join(out)
+
+
+def planner_error_pct(memory: dict) -> dict[str, float | None]:
+    """Per agent: (measured - planned) / planned x 100 for the measure taken (NVML VRAM, else host RSS)."""
+    return {m["agent"]: round((m["measured_mib"] - m["planned_mib"]) / m["planned_mib"] * 100, 1)
+            if m["measured_mib"] and m["planned_mib"] else None for m in memory.get("agents", [])}
+
+
+def summary_json(report: dict) -> dict:
+    """The headline figures per spec: p95 and tok/s per concurrency, Wh/1M tokens, accuracy, planner error."""
+    specs = {}
+    for e in report["specs"]:
+        benches = e.get("benches", [])
+        specs[e["name"]] = {
+            "p95_ms": {str(b["concurrency"]): b["latency_ms"]["p95"] for b in benches},
+            "tok_s": {str(b["concurrency"]): b["tok_s"] for b in benches},
+            "wh_per_mtok": {str(b["concurrency"]): b["wh_per_mtok"] for b in benches},
+            "avg_power_w": {str(b["concurrency"]): b.get("avg_power_w") for b in benches},
+            "accuracy": {str(b["concurrency"]): b.get("accuracy", {}).get("all", {}).get("accuracy")
+                         for b in benches},
+            "route_share": {str(b["concurrency"]): {a: v["requests"] for a, v in b["per_agent"].items()}
+                            for b in benches},
+            "planner_error_pct": planner_error_pct(e.get("memory", {})),
+            "measure": sorted({m["measure"] for m in e.get("memory", {}).get("agents", [])}),
+            "all_at_once_vs_sum_alone": e.get("alone", {}).get("all_at_once_vs_sum_alone"),
+            "routed_vs_sum_alone": e.get("alone", {}).get("routed_vs_sum_alone"),
+            "errors": e.get("errors", []),
+        }
+    return {"date": report["started"], "device": report["device"], "routed": report.get("profile") == "routed",
+            "max_tokens": report["max_tokens"], "n": report["n"], "specs": specs,
+            "modes": report.get("modes"), "sweep": report.get("sweep")}
 
 
 def plot(report: dict, path: Path) -> Path | None:
@@ -214,7 +297,7 @@ def plot(report: dict, path: Path) -> Path | None:
     ax1.legend(fontsize=8)
     labels, planned, measured, kinds = [], [], [], set()
     for e in report["specs"]:
-        for m in e["bench"]["memory"]["agents"] if "bench" in e else []:
+        for m in e.get("memory", {}).get("agents", []):
             kinds.add(m["measure"])
             labels.append(f"{e['name']}\n{m['agent']}")
             planned.append(m["planned_mib"])
@@ -232,6 +315,35 @@ def plot(report: dict, path: Path) -> Path | None:
     return path
 
 
+def alone_study(session: BenchSession, base: dict, cfg: SwarmConfig, n: int, concurrency: int, routed: list[dict],
+                log) -> dict:
+    """The co-residence baseline on the loaded swarm: each agent alone (by name, ``concurrency`` clients, ``n``
+    tasks, the others idle), then all agents at once (``spread``: ``concurrency`` clients per agent). Their ratio
+    says what sharing the GPU costs; each routed run's tok/s is also set against the sum of the agents alone (a
+    router that sends most tasks to one agent cannot reach that sum however well the GPU is shared)."""
+    rows, total = [], 0.0
+    for name in cfg.agents:
+        s = session.run(BenchConfig(**{**base, "model": name, "n": n, "concurrency": concurrency}),
+                        label=f"alone-{name}")
+        total += s["tok_s"] or 0.0
+        rows.append({"agent": name, "tok_s": s["tok_s"], "p95_ms": s["latency_ms"]["p95"],
+                     "accuracy": s.get("accuracy", {}).get("all", {}).get("accuracy"), "run_id": s["run_id"]})
+    k = len(cfg.agents)
+    together = session.run(BenchConfig(**{**base, "model": "spread", "n": n * k, "concurrency": concurrency * k}),
+                           label="all-at-once")
+    out = {"n_per_agent": n, "concurrency_per_agent": concurrency, "alone": rows, "sum_alone_tok_s": round(total, 1),
+           "all_at_once_tok_s": together["tok_s"], "all_at_once_p95_ms": together["latency_ms"]["p95"],
+           "all_at_once_vs_sum_alone": round(together["tok_s"] / total, 3) if total and together["tok_s"] else None,
+           "routed_vs_sum_alone": {str(r["concurrency"]): round(r["tok_s"] / total, 3) if total and r["tok_s"]
+                                   else None for r in routed}}
+    log(format_table(rows + [{"agent": "SUM alone", "tok_s": out["sum_alone_tok_s"]},
+                             {"agent": f"all at once ({concurrency} per agent)", "tok_s": together["tok_s"],
+                              "p95_ms": together["latency_ms"]["p95"]}]))
+    log(f"all at once / sum alone = {out['all_at_once_vs_sum_alone']}; routed / sum alone = "
+        f"{out['routed_vs_sum_alone']}")
+    return out
+
+
 def main() -> None:
     args = parse_args()
     out = Path(args.out)
@@ -245,11 +357,13 @@ def main() -> None:
 
     report = {"preset": args.preset, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_label(),
               "command": " ".join(["benchmarks/serving_campaign.py", *sys.argv[1:]]), "n": args.n,
-              "concurrency": args.concurrency, "max_tokens": args.max_tokens, "specs": [], "errors": []}
+              "concurrency": args.concurrency, "max_tokens": args.max_tokens, "profile": args.profile,
+              "labels": args.labels, "specs": [], "errors": []}
 
     def save() -> None:
         (out / "campaign.json").write_text(json.dumps(report, indent=2, default=str))
         (out / "campaign.md").write_text(markdown(report))
+        (out / "summary.json").write_text(json.dumps(summary_json(report), indent=2, default=str))
 
     t_start = time.monotonic()
     for i, spec in enumerate(args.spec):
@@ -280,23 +394,41 @@ def main() -> None:
             log(f"routing: {entry['router']['note']}; request model {entry['model']}")
             save()
             compare = i == 0 and not args.no_compare
-            log(f"== {entry['name']}: {args.n} tasks through the bus, {args.concurrency} clients"
+            log(f"== {entry['name']}: {args.n} {args.profile} tasks through the bus at {args.concurrency} clients"
+                f"{', each agent alone and all at once' if args.alone_n else ''}"
                 f"{', then swap and shared modes at the same concurrency' if compare else ''} ==")
-            bc = BenchConfig(n=args.n, concurrency=args.concurrency, profile="mixed", model=entry["model"],
-                             max_tokens=args.max_tokens, transport="bus", closed_loop=True, results=args.results,
-                             out=str(out), timeout_s=args.timeout_s)
+            base = {"n": args.n, "profile": args.profile, "model": entry["model"], "max_tokens": args.max_tokens,
+                    "transport": "bus", "closed_loop": True, "results": args.results, "out": str(out),
+                    "timeout_s": args.timeout_s, "labels": args.labels or "", "data_dir": args.data_dir,
+                    "allow_code_execution": args.allow_code_execution, "concurrency": args.concurrency[0]}
+            modes_bc = BenchConfig(**{**base, "n": args.modes_n})
+            modes_swarm = None
             try:
-                entry["bench"] = bench_once(cfg, bc, log, label=entry["name"])
-                log(format_table(summary_rows(entry["bench"])))
-                log("planned vs measured memory after load:\n" + format_table(memory_rows(entry["bench"]["memory"])))
+                with BenchSession(cfg, log) as session:  # one load for every run of this spec
+                    entry["memory"] = session.memory
+                    log("planned vs measured memory after load:\n" + format_table(memory_rows(session.memory)))
+                    entry["benches"] = []
+                    for c in args.concurrency:
+                        run = session.run(BenchConfig(**{**base, "concurrency": c}), label=f"{entry['name']}-c{c}")
+                        entry["benches"].append(run)
+                        entry.setdefault("bench", run)
+                        log(format_table(summary_rows(run)))
+                        save()
+                    if args.alone_n and i == 0:
+                        entry["alone"] = alone_study(session, base, cfg, args.alone_n, args.alone_concurrency,
+                                                     entry["benches"], log)
+                        save()
+                    if compare:
+                        modes_swarm = session.run(modes_bc, label="swarm-modes")
             except Exception as exc:
                 entry["errors"].append(f"bench: {exc}")
                 log(traceback.format_exc())
             save()
-            if compare and "bench" in entry:
+            if modes_swarm is not None:
                 try:
-                    res = compare_modes(cfg, bc, log, swarm_summary=entry["bench"])
+                    res = compare_modes(cfg, modes_bc, log, swarm_summary=modes_swarm)
                     report["modes"], report["swap"], report["shared"] = res["modes"], res["swap"], res["shared"]
+                    report["modes_swarm"] = modes_swarm
                 except Exception as exc:
                     report["errors"].append(f"execution modes: {exc}")
                     log(traceback.format_exc())

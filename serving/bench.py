@@ -28,6 +28,7 @@ import numpy as np
 
 from quantswarm.energy import EnergyMeter, GpuSample, device_label, sample
 from quantswarm.errors import ConfigError
+from quantswarm.loaders import Item
 from quantswarm.registry import inspect_gguf, sha256_file
 from quantswarm.results import ResultRow, ResultsTable, new_run_id, prompt_hash, versions_json
 from serving.bench_config import PROFILES, TRANSPORTS, BenchConfig  # noqa: F401 - re-exported
@@ -47,6 +48,9 @@ class WorkItem:
     at: float = 0.0
     wants_json: bool = False
     gold: str = ""
+    task: str = ""  # an eval task that scores the answer (routed profile), else the bench's own checks
+    item: Item | None = None  # that task's item
+    allow_code_execution: bool = False  # a code task may run the answer (sandboxed)
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Sample:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     fallbacks: int = 0
+    correct: bool = False  # set by score_samples
+    extracted: str = ""
 
 
 # --- workloads -------------------------------------------------------------------------------
@@ -116,11 +122,36 @@ def make_workload(profile: str, n: int, rate: float, seed: int = 0, min_ctx: int
     return items
 
 
-def is_correct(item: WorkItem, text: str, role: str) -> bool:
-    """Gold-bearing items: the gold appears in the answer; others: the answer passes validation."""
+def score(item: WorkItem, text: str, role: str) -> tuple[bool, str]:
+    """(correct, extracted): an item of an eval task by that task's primary filter; other gold-bearing items when
+    the gold appears in the answer; the rest when the answer passes validation."""
+    if item.task and item.item is not None:
+        from evals.task import load_task
+
+        res = next(r for r in load_task(item.task).score(text, item.item,
+                                                         allow_code_execution=item.allow_code_execution) if r.primary)
+        return res.correct, res.extracted
     if item.gold:
-        return item.gold.lower() in text.lower()
-    return check_answer(text, role=role, wants_json=item.wants_json) is None
+        return item.gold.lower() in text.lower(), ""
+    return check_answer(text, role=role, wants_json=item.wants_json) is None, ""
+
+
+def workload(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> list[WorkItem]:
+    """The bench's requests: the routed profile's held-out tasks, else :func:`make_workload`'s.
+
+    Raises ConfigError for the routed profile without a compiled router in the spec."""
+    if bc.profile != "routed":
+        return make_workload(bc.profile, bc.n, bc.rate, bc.seed, min_ctx=min(a.n_ctx for a in cfg.agents.values()))
+    from serving.routed_workload import routed_workload
+
+    if not cfg.router.program:
+        raise ConfigError(f"{cfg.path}: --profile routed draws the router's held-out tasks: set router.program")
+    items = routed_workload(bc.labels, cfg.router.program, bc.n, bc.seed, bc.data_dir, bc.allow_code_execution,
+                            log=log)
+    step = 1.0 / bc.rate if bc.rate > 0 else 0.0
+    for i, it in enumerate(items):
+        it.at = i * step
+    return items
 
 
 # --- drivers -------------------------------------------------------------------------------------
@@ -265,9 +296,31 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
 
 # --- report --------------------------------------------------------------------------------------
 
-def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -> dict:
+def score_samples(samples: list[Sample], cfg: SwarmConfig) -> None:
+    """Score every answered sample once (:func:`score`; sets ``correct`` and ``extracted``)."""
+    for s in samples:
+        if s.ok:
+            role = cfg.agents[s.agent].role if s.agent in cfg.agents else "general"
+            s.correct, s.extracted = score(s.item, s.text, role)
+
+
+def accuracy(samples: list[Sample]) -> dict:
+    """Share of answers scored right (after :func:`score_samples`): overall, per agent and per request kind, with
+    n and correct per group; an unanswered request counts as wrong."""
+    groups: dict[str, dict[str, int]] = defaultdict(lambda: {"n": 0, "correct": 0})
+    for s in samples:
+        for key in ("all", f"agent:{s.agent or '(none)'}", f"kind:{s.item.kind}"):
+            groups[key]["n"] += 1
+            groups[key]["correct"] += int(s.ok and s.correct)
+    return {k: {**v, "accuracy": round(v["correct"] / v["n"], 4)} for k, v in sorted(groups.items())}
+
+
+def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None, cfg: SwarmConfig | None = None
+              ) -> dict:
     """Latency percentiles, router latency and decision sources, tok/s per agent and in aggregate, VRAM, energy
-    and mean power."""
+    and mean power; with ``cfg``, the answers are scored and ``accuracy`` added (:func:`accuracy`)."""
+    if cfg is not None:
+        score_samples(samples, cfg)
     ok = [s for s in samples if s.ok]
     lat = np.array([s.latency_ms for s in ok]) if ok else np.array([np.nan])
     route = np.array([s.route_ms for s in ok if s.route_source not in ("", "named")] or [0.0])
@@ -294,6 +347,7 @@ def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None) -
         "vram_peak_mib": meter.peak_vram_mib if meter else None,
         "joules": joules, "wh_per_mtok": meter.wh_per_mtok(tokens) if meter else None,
         "avg_power_w": round(joules / meter.seconds, 1) if joules is not None and meter.seconds > 0 else None,
+        **({"accuracy": accuracy(samples)} if cfg is not None else {}),
     }
 
 
@@ -336,6 +390,7 @@ def loaded_memory(swarm, before: GpuSample | None) -> dict:
             "vram_used_before_mib": before.vram_used_mib if before else None,
             "vram_used_loaded_mib": after.vram_used_mib if after else None,
             "vram_load_delta_mib": after.vram_used_mib - before.vram_used_mib if before and after else None,
+            "vram_free_loaded_mib": after.vram_total_mib - after.vram_used_mib if after else None,
             "agents": swarm.supervisor.measured_memory()}
 
 
@@ -348,13 +403,12 @@ def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: st
     rows = []
     for s in samples:
         f = facts.get(s.agent, {"model_file": "", "model_sha": "", "quant": ""})
-        role = cfg.agents[s.agent].role if s.agent in cfg.agents else "general"
         prompt = json.dumps(s.item.messages)
         rows.append(ResultRow(
             run_id=run_id, agent=s.agent or "(none)", model_file=f["model_file"], model_sha=f["model_sha"],
             quant=f["quant"], task=f"serving-{bc.profile}", dataset=bc.profile, split="bench", item_id=s.item.id,
-            output=s.text if s.ok else f"[error] {s.error}", extracted="", gold=s.item.gold,
-            correct=s.ok and is_correct(s.item, s.text, role), source="bench", backend="llama-server",
+            output=s.text if s.ok else f"[error] {s.error}", extracted=s.extracted, gold=s.item.gold,
+            correct=s.ok and s.correct, source="bench", backend="llama-server",
             subject=s.item.kind, prompt_hash=prompt_hash(prompt), prompt=prompt, prompt_tokens=s.prompt_tokens,
             completion_tokens=s.completion_tokens, latency_ms=s.latency_ms, seed=bc.seed, device=device,
             versions=versions,
@@ -362,77 +416,103 @@ def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: st
     return rows
 
 
-def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print, label: str = "swarm") -> dict:
-    """Start the swarm, run one workload over HTTP or the bus, write rows + summary; returns the summary."""
-    from tqdm import tqdm
+class BenchSession:
+    """One loaded swarm for several bench runs (and a local NATS server when ``nats`` is ``local`` on the bus): the
+    load is paid once and memory is measured once, right after it. Use as a context manager; :meth:`run` per load.
 
-    from serving.gateway import GatewayServer
-    from serving.natsd import LocalNats
-    from serving.swarm import Swarm
-    from serving.workers import port_free
+    SIGTERM, like Ctrl-C, stops the workers while the session is open (on the main thread)."""
 
-    cfg = copy.deepcopy(cfg)
-    cfg.monitor.enabled = False  # the EnergyMeter below covers the run
-    if not port_free(cfg.gateway.host, cfg.gateway.port):
-        from quantswarm.engine.server import free_port
+    def __init__(self, cfg: SwarmConfig, log: Callable[[str], None] = print, transport: str = "bus",
+                 nats: str = "local"):
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg.monitor.enabled = False  # each run's EnergyMeter covers it
+        self.log, self.transport, self.nats = log, transport, nats
+        self.swarm = None
+        self.nats_srv = None
+        self.memory: dict = {}
+        self._old_sig = None
 
-        cfg.gateway.port = free_port()
-    run_id = new_run_id(f"bench-{label}")
-    concurrency = bc.concurrency
-    bcx = copy.deepcopy(bc)
-    bcx.concurrency = concurrency
-    min_ctx = min(a.n_ctx for a in cfg.agents.values())
-    items = make_workload(bc.profile, bc.n, bc.rate, bc.seed, min_ctx=min_ctx)
-    swarm = Swarm(cfg, log=log)
-    nats_srv = None
-    on_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _sigterm) if on_main else None  # SIGTERM, like Ctrl-C, stops the workers
-    try:
-        swarm.make_plan()
-        before = sample(cfg.vram.gpu)
-        swarm.start()
-        memory = loaded_memory(swarm, before)
+    def __enter__(self) -> BenchSession:
+        from serving.natsd import LocalNats
+        from serving.swarm import Swarm
+        from serving.workers import port_free
+
+        if not port_free(self.cfg.gateway.host, self.cfg.gateway.port):
+            from quantswarm.engine.server import free_port
+
+            self.cfg.gateway.port = free_port()
+        if threading.current_thread() is threading.main_thread():
+            self._old_sig = signal.signal(signal.SIGTERM, _sigterm)
+        try:
+            self.swarm = Swarm(self.cfg, log=self.log)
+            self.swarm.make_plan()
+            before = sample(self.cfg.vram.gpu)
+            self.swarm.start()
+            self.memory = loaded_memory(self.swarm, before)
+            if self.transport == "bus" and self.nats == "local":
+                self.nats_srv = LocalNats()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.swarm is not None:
+            self.swarm.close()
+        if self.nats_srv is not None:
+            self.nats_srv.close()
+        if self._old_sig is not None:
+            signal.signal(signal.SIGTERM, self._old_sig)
+            self._old_sig = None
+
+    def run(self, bc: BenchConfig, label: str = "swarm", items: list[WorkItem] | None = None) -> dict:
+        """One load of ``bc`` (its workload, or ``items``) on the loaded swarm; writes rows + summary JSON and
+        returns the summary (:func:`summarize` plus the run's settings and the session's memory)."""
+        from tqdm import tqdm
+
+        from serving.gateway import GatewayServer
+
+        if bc.transport != self.transport:
+            raise ConfigError(f"this session serves over {self.transport}, the run asks for {bc.transport}")
+        cfg, swarm = self.cfg, self.swarm
+        run_id = new_run_id(f"bench-{label}")
+        items = items if items is not None else workload(cfg, bc, self.log)
         bar = tqdm(total=len(items), desc=f"bench {label}", unit="req", leave=False)
-
-        def progress(_s: Sample) -> None:
-            bar.update(1)
-
         meter = EnergyMeter(cfg.vram.gpu)
         with meter:
             t0 = time.perf_counter()
             if bc.transport == "http":
                 with GatewayServer(swarm) as gw:
-                    samples = asyncio.run(run_http(gw.url, items, bcx, progress, cfg.gateway.api_key,
-                                                   list(cfg.agents)))
+                    samples = asyncio.run(run_http(gw.url, items, bc, lambda _s: bar.update(1),
+                                                   cfg.gateway.api_key, list(cfg.agents)))
                 dead = 0
             else:
-                url = bc.nats
-                if url == "local":
-                    nats_srv = LocalNats()
-                    url = nats_srv.url
-                samples, dead = asyncio.run(run_bus(swarm, url, items, bcx, run_id, progress))
+                url = self.nats_srv.url if self.nats_srv is not None else self.nats
+                samples, dead = asyncio.run(run_bus(swarm, url, items, bc, run_id, lambda _s: bar.update(1)))
             wall = time.perf_counter() - t0
         bar.close()
-    finally:
-        swarm.close()
-        if nats_srv is not None:
-            nats_srv.close()
-        if on_main:
-            signal.signal(signal.SIGTERM, old)
-    summary = summarize(samples, wall, meter)
-    summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
-                    "concurrency": concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens, "dead_lettered": dead,
-                    "device": device_label(), "spec": cfg.path, "closed_loop": bc.closed_loop, "memory": memory,
-                    "agents": {n: {"n_ctx": a.n_ctx, "parallel": a.parallel,
-                                   "n_gpu_layers": swarm.plan.agents[n].n_gpu_layers} for n, a in cfg.agents.items()}})
-    written = ResultsTable(bc.results).append(to_rows(samples, cfg, bcx, run_id, {"label": label}))
-    out = Path(bc.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"serving-{run_id}.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
-    summary["summary_file"] = str(path)
-    log(f"{written} rows -> {bc.results} (run {run_id}); summary -> {path}")
-    return summary
+        summary = summarize(samples, wall, meter, cfg)
+        summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
+                        "concurrency": bc.concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens,
+                        "dead_lettered": dead, "device": device_label(), "spec": cfg.path,
+                        "closed_loop": bc.closed_loop, "model": bc.model, "memory": self.memory,
+                        "agents": {n: {"n_ctx": a.n_ctx, "parallel": a.parallel,
+                                       "n_gpu_layers": swarm.plan.agents[n].n_gpu_layers}
+                                   for n, a in cfg.agents.items()}})
+        written = ResultsTable(bc.results).append(to_rows(samples, cfg, bc, run_id, {"label": label}))
+        out = Path(bc.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"serving-{run_id}.json"
+        path.write_text(json.dumps(summary, indent=2, default=str))
+        summary["summary_file"] = str(path)
+        self.log(f"{written} rows -> {bc.results} (run {run_id}); summary -> {path}")
+        return summary
+
+
+def bench_once(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print, label: str = "swarm") -> dict:
+    """Start the swarm, run one workload over HTTP or the bus, write rows + summary; returns the summary."""
+    with BenchSession(cfg, log, bc.transport, bc.nats) as session:
+        return session.run(bc, label)
 
 
 def _sigterm(signum, frame) -> None:
@@ -501,7 +581,9 @@ def run_sweep(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = pr
                                         "sweep_ctx": []}), log, label=f"p{par or 'spec'}-c{ctx or 'spec'}")
         rows.append({"parallel": par or "spec", "n_ctx": ctx or "spec", "concurrency": conc,
                      "tok/s": s["tok_s"], "req/s": s["req_s"], "p50_ms": s["latency_ms"]["p50"],
-                     "p95_ms": s["latency_ms"]["p95"], "errors": s["errors"], "run_id": s["run_id"]})
+                     "p95_ms": s["latency_ms"]["p95"], "errors": s["errors"],
+                     "vram_free_MiB": _r(s["memory"]["vram_free_loaded_mib"]) if s["memory"].get(
+                         "vram_free_loaded_mib") is not None else "n/a (no GPU)", "run_id": s["run_id"]})
     knees = capacity_knees(rows)
     for i, r in enumerate(rows):
         r["knee"] = "<-" if i in knees.values() else ""

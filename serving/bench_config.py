@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from quantswarm.errors import ConfigError
 
-PROFILES = ("short", "research", "toolstorm", "mixed")
+PROFILES = ("short", "research", "toolstorm", "mixed", "routed")
 TRANSPORTS = ("http", "bus")
 
 
@@ -16,7 +16,9 @@ class BenchConfig:
     """Settings of one bench run (the swarm itself comes from its spec).
 
     Load: n, rate, concurrency, profile, model, max_tokens, transport, nats, closed_loop. Output: results, out.
-    Studies: sweep_parallel x sweep_ctx, compare_modes.
+    Studies: sweep_parallel x sweep_ctx, compare_modes. The ``routed`` profile draws its tasks from the held-out
+    split of the spec's compiled router (``labels``: that router's labels JSONL; :mod:`serving.routed_workload`)
+    and scores each answer with its eval task.
     """
 
     n: int = field(default=100, metadata={"help": "requests to send"})
@@ -38,6 +40,12 @@ class BenchConfig:
     closed_loop: bool = field(default=False, metadata={"help": "bus: keep at most `concurrency` tasks outstanding "
                                                        "(like that many clients each waiting for its answer); off: "
                                                        "publish at the paced rate and let the consumer queue"})
+    labels: str = field(default="", metadata={"help": "routed profile: the router's labels JSONL (its held-out "
+                                              "split, from the spec's router.program manifest, is the workload)"})
+    data_dir: str | None = field(default=None, metadata={"help": "routed profile: benchmark data folder (default: "
+                                                         "$QUANTSWARM_DATA, else the shipped items)"})
+    allow_code_execution: bool = field(default=False, metadata={"help": "routed profile: keep HumanEval items and "
+                                                                "score them by running the model's code (sandboxed)"})
     seed: int = field(default=0, metadata={"help": "workload seed"})
     timeout_s: float = field(default=600.0, metadata={"help": "give up waiting for answers after this long"})
 
@@ -48,5 +56,7 @@ class BenchConfig:
             raise ConfigError(f"--transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.n < 1 or self.concurrency < 1 or self.max_tokens < 1 or self.rate < 0:
             raise ConfigError("--n, --concurrency and --max-tokens must be >= 1 and --rate >= 0")
+        if self.profile == "routed" and not self.labels:
+            raise ConfigError("--profile routed needs --labels (the compiled router's labels JSONL)")
         if any(p < 1 for p in self.sweep_parallel) or any(c < 16 for c in self.sweep_ctx):
             raise ConfigError("--sweep-parallel values must be >= 1 and --sweep-ctx values >= 16")

@@ -27,12 +27,12 @@ import httpx
 
 from quantswarm.energy import EnergyMeter
 from quantswarm.engine.server import LlamaServerEngine
-from serving.bench import Sample, WorkItem, bench_once, make_workload, single_agent, summarize
+from serving.bench import BenchSession, Sample, WorkItem, single_agent, summarize, workload
 from serving.bench_config import BenchConfig
 from serving.swarm_config import SwarmConfig
 
 KIND_ROLES = {"math": "math", "code": "coder", "knowledge": "knowledge", "short": "chat", "tool": "tools",
-              "research": "research"}
+              "research": "research", "gsm8k": "math", "humaneval": "coder", "mmlu": "knowledge"}
 
 
 def agent_for_kind(cfg: SwarmConfig, kind: str) -> str:
@@ -110,15 +110,17 @@ async def _run_swap(cfg: SwarmConfig, items: list[WorkItem], bc: BenchConfig, lo
     return samples, loads, load_s
 
 
-def run_swap(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print) -> dict:
-    """The swap mode's summary (as :func:`serving.bench.summarize`, plus ``loads`` and ``load_s``)."""
-    items = make_workload(bc.profile, bc.n, bc.rate, bc.seed, min_ctx=min(a.n_ctx for a in cfg.agents.values()))
+def run_swap(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = print,
+             items: list[WorkItem] | None = None) -> dict:
+    """The swap mode's summary on ``items`` (default: ``bc``'s workload) as :func:`serving.bench.summarize`, plus
+    ``loads`` and ``load_s``."""
+    items = items if items is not None else workload(cfg, bc, log)
     meter = EnergyMeter(cfg.vram.gpu)
     with meter:
         t0 = time.perf_counter()
         samples, loads, load_s = asyncio.run(_run_swap(cfg, items, bc, log))
         wall = time.perf_counter() - t0
-    summary = summarize(samples, wall, meter)
+    summary = summarize(samples, wall, meter, cfg)
     summary.update({"label": "swap", "concurrency": bc.concurrency, "loads": loads, "load_s": round(load_s, 2)})
     return summary
 
@@ -133,9 +135,10 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
         raise ValueError(f"the swarm run had concurrency {swarm_summary.get('concurrency')}, the modes run {conc}; "
                          "compare at one concurrency")
     name = cfg.default_agent()
-    shared = bench_once(single_agent(cfg, name, parallel=conc), BenchConfig(**{**asdict(bc), "model": name}), log,
-                        label="shared")
-    swap = run_swap(copy.deepcopy(cfg), bc, log)
+    items = workload(cfg, bc, log)  # from the full spec: the routed profile needs its router program
+    with BenchSession(single_agent(cfg, name, parallel=conc), log, bc.transport, bc.nats) as session:
+        shared = session.run(BenchConfig(**{**asdict(bc), "model": name}), "shared", items)
+    swap = run_swap(copy.deepcopy(cfg), bc, log, items)
     rows = []
     for label, s in ((f"swap (one model per request type, loaded on demand, {conc} slots)", swap),
                      (f"shared (one model: {name}, {conc} slots)", shared), ("co-resident swarm", swarm_summary)):

@@ -2,7 +2,8 @@
 # The H200 campaign (benchmarks/gpu_campaign.py) on a lent device machine, in calls of the device tool.
 # Carried bins (made here by ../shared/device/pack.sh, see benchmarks/device/README.md): .carry/b1 (wheels +
 # llama.cpp converter scripts), .carry/b2 (wheels + the prebuilt CUDA llama.cpp tools), .carry/m1..mN (GGUF chunks),
-# .carry/dtar/data.tgz (../shared/data: GSM8K, MMLU, HumanEval), carried with the start call.
+# .carry/dtar/data.tgz (../shared/data: GSM8K, MMLU, HumanEval) and .carry/dtar/nats-server (a copy of this
+# machine's /usr/sbin/nats-server, for the bus benches), carried with the start call.
 #   bash benchmarks/device/h200_campaign.sh install BIN     # one call per bin, back to back
 #   bash benchmarks/device/h200_campaign.sh start [SECONDS] # starts $STEPS (h200_steps.sh; default: campaign) in its
 #                                                           # own session and follows it
@@ -24,6 +25,8 @@ case "${1:-}" in
     export QUANTSWARM_LLAMA_TREE=/opt/llama-tree LLAMA_SERVER_BIN=/opt/llama-bin/llama-server
     mkdir -p /opt/data && tar xzf .carry/dtar/data.tgz -C /opt/data || exit 1
     export PATH=/opt/llama-bin:$PATH QUANTSWARM_DATA=/opt/data
+    # the bus benches need nats-server (the device cannot apt-get it): carried beside the data, libc only
+    if [ -f .carry/dtar/nats-server ]; then install -m 755 .carry/dtar/nats-server /opt/llama-bin/; fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     python3 -c "import dspy, trl, peft, transformers, torch, gguf, optuna; print('imports ok', dspy.__version__, trl.__version__, peft.__version__, transformers.__version__, torch.__version__)" || exit 1
     mkdir -p $RUN

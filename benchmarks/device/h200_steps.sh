@@ -10,6 +10,12 @@
 #             as many GPUs as quants, one per GPU at once, else one after the other)  -> $RUN/<quant>/ (repair/, meta.json)
 #             after benchmarks/device/cudnn_sdpa_probe.py (NaN attention gradients through cuDNN?) -> $RUN/cudnn_sdpa_probe.json
 # campaign:   benchmarks/gpu_campaign.py with $CAMPAIGN_ARGS (all stages by default)      -> $RUN
+# serving:    benchmarks/serving_campaign.py --preset h200 (reference swarm, routed held-out tasks at 5 and 20
+#             clients through the bus, agents alone, modes, knee sweep)                       -> $RUN/serving
+# ladder:     the Qwen2.5-Coder-1.5B quant ladder (F16 from Q4_K_M, Q8_0 .. Q2_K, Q2_K with an imatrix): make,
+#             held-out KLD, GSM8K 1000 + MMLU 1000 + HumanEval 164 with every rung at once (--replicas auto),
+#             report; the eval's wall time in ladder/timing.json                              -> $RUN/ladder
+# lanes:      the steps of $LANES ("step:GPU ..."; default "ladder:0 serving:1") at once, each on its own GPU
 set -uo pipefail
 RUN=${RUN:-/opt/campaign}
 LABELS=benchmarks/results/gpu/2026-11-30-h200-campaign
@@ -51,6 +57,28 @@ for step in ${1//,/ }; do
       [ "$failed" = 0 ] ;;
     campaign)
       python3 benchmarks/gpu_campaign.py --preset h200 --out "$RUN" --data-dir "$QUANTSWARM_DATA" ${CAMPAIGN_ARGS:-} ;;
+    serving)
+      CUDA_DEVICE_ORDER=PCI_BUS_ID python3 benchmarks/serving_campaign.py --preset h200 --out "$RUN/serving" \
+        --data-dir "$QUANTSWARM_DATA" --allow-code-execution ;;
+    ladder)
+      L=$RUN/ladder; mkdir -p "$L"
+      python3 -m quantswarm.cli eval ladder "$SWARM_MODELS/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" --out /opt/ladder \
+        --quants Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K --imatrix Q2_K && cp /opt/ladder/ladder.json "$L/" &&
+      python3 -m quantswarm.cli eval kld /opt/ladder --results "$L/results" --n-gpu-layers 99 --chunks 32 --n-ctx 512 &&
+      e0=$(date +%s) &&
+      python3 -m quantswarm.cli eval run /opt/ladder --tasks gsm8k_cot_zeroshot,mmlu_logprob,humaneval_pass1 \
+        --task-limit mmlu_logprob=1000 --backend llama-server --parallel 16 --replicas auto --concurrent-models 8 \
+        --allow-code-execution --results "$L/results" --data-dir "$QUANTSWARM_DATA" --no-progress &&
+      echo "{\"eval_wall_s\": $(( $(date +%s) - e0 )), \"step_wall_s\": $(( $(date +%s) - t0 ))}" > "$L/timing.json" &&
+      python3 -m quantswarm.cli eval report "$L/results" --out "$L/report" > "$L/report.log" 2>&1 ;;
+    lanes)
+      pids=(); failed=0
+      for lane in ${LANES:-ladder:0 serving:1}; do
+        s=${lane%%:*}; g=${lane##*:}
+        (set -o pipefail; CUDA_VISIBLE_DEVICES=$g RUN=$RUN bash "$0" "$s" 2>&1 | sed -u "s/^/[$s@$g] /") & pids+=($!)
+      done
+      for p in "${pids[@]}"; do wait "$p" || failed=1; done
+      [ "$failed" = 0 ] ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
   echo "== step $step rc $? in $(( $(date +%s) - t0 )) s"
