@@ -3,7 +3,8 @@
 #   bash benchmarks/device/h200_steps.sh router,throughput,repair
 # router:     benchmarks/router_frontier.py on the committed H200 labels and programs, every held-out item, decision
 #             latency on a quiet GPU                                                       -> $RUN/router-frontier
-# throughput: benchmarks/eval_throughput.py, Qwen2.5-Coder-0.5B Q4_K_M, P = 16/32/64      -> $RUN/eval-throughput
+# throughput: benchmarks/eval_throughput.py, Qwen2.5-Coder-0.5B Q4_K_M, P = 32/64 ($THROUGHPUT_P), servers x slots
+#             1xP, Rx16, Rx8, Rx4, Rx8 with backend sampling ($THROUGHPUT_LAYOUTS)          -> $RUN/eval-throughput
 # throughput-gpus: the same on every visible GPU: servers on GPU 0 alone vs spread over all (a 2-GPU machine)
 #                                                                                              -> $RUN/eval-throughput-gpus
 # repair:     benchmarks/gpu_campaign.py --stages swarm,repair for each of $REPAIR_QUANTS (default Q3_K_M; with
@@ -20,6 +21,11 @@ set -uo pipefail
 RUN=${RUN:-/opt/campaign}
 LABELS=benchmarks/results/gpu/2026-11-30-h200-campaign
 mkdir -p "$RUN"
+if [ ! -f "$RUN/env.txt" ]; then  # what every figure of this run was measured on
+  { date -u; nproc; nvidia-smi --query-gpu=index,name,driver_version,memory.total,power.limit,pci.bus_id --format=csv
+    llama-server --version 2>&1 | tail -2; sha256sum "$SWARM_MODELS"/*.gguf 2>/dev/null
+    git log -1 --format='quantswarm %H' 2>/dev/null; } > "$RUN/env.txt" 2>&1
+fi
 for step in ${1//,/ }; do
   t0=$(date +%s)
   echo "== step $step start $(date -u +%H:%M:%S)"
@@ -31,7 +37,8 @@ for step in ${1//,/ }; do
       python3 benchmarks/router_frontier.py $c --out "$RUN/router-frontier" --strongest qwen15-f16 --program-items 0 ;;
     throughput)
       python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
-        --threads 2 --out "$RUN/eval-throughput" ;;
+        --threads 2 --p ${THROUGHPUT_P:-32,64} --layouts "${THROUGHPUT_LAYOUTS:-1xP,Rx16,Rx8,Rx4,Rx8+bs}" \
+        --out "$RUN/eval-throughput" ;;
     throughput-gpus)
       all=$(seq -s. 0 $(( $(nvidia-smi -L | wc -l) - 1 )))
       python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
