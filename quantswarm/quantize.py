@@ -15,23 +15,23 @@ from quantswarm.registry import inspect_gguf
 
 
 def ftype(qtype: str) -> int:
-    """llama.cpp's LLAMA_FTYPE constant for a quant name such as ``Q4_K_M``."""
-    import llama_cpp
-
-    name = qtype.upper()
-    for prefix in ("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_"):
-        if hasattr(llama_cpp, prefix + name):
-            return int(getattr(llama_cpp, prefix + name))
-    known = sorted(k.removeprefix("LLAMA_FTYPE_MOSTLY_") for k in dir(llama_cpp) if k.startswith("LLAMA_FTYPE_MOSTLY_"))
-    raise ConfigError(f"unknown quant type {qtype!r}; llama.cpp knows: {', '.join(known)}")
-
-
-def _binding_present() -> bool:
+    """llama.cpp's LLAMA_FTYPE constant for a quant name such as ``Q4_K_M``: from the Python binding when it is
+    installed, else from the ``gguf`` package's ``LlamaFileType`` (same values; a machine with only the built
+    tools has no binding). Raises ConfigError for an unknown name, listing the known ones."""
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp
+
+        table = {k.removeprefix("LLAMA_FTYPE_MOSTLY_").removeprefix("LLAMA_FTYPE_ALL_"): int(getattr(llama_cpp, k))
+                 for k in dir(llama_cpp) if k.startswith(("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_"))}
     except ImportError:
-        return False
-    return True
+        from gguf import LlamaFileType
+
+        table = {m.name.removeprefix("MOSTLY_").removeprefix("ALL_"): int(m) for m in LlamaFileType
+                 if m.name != "GUESSED"}
+    name = qtype.upper()
+    if name not in table:
+        raise ConfigError(f"unknown quant type {qtype!r}; llama.cpp knows: {', '.join(sorted(table))}")
+    return table[name]
 
 
 def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Path | None = None,
@@ -46,8 +46,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
     tmp = dst.with_name(dst.name + ".tmp")
     tool = require_tool("llama-quantize") if imatrix else find_tool("llama-quantize")
     if tool is not None:  # the built tool when there is one: the Python binding is then not needed at all
-        if _binding_present():
-            ftype(qtype)  # an unknown type fails here with the list of known ones
+        ftype(qtype)  # an unknown type fails here with the list of known ones
         args = [str(tool), "--allow-requantize"] + (["--imatrix", str(imatrix)] if imatrix else [])
         res = subprocess.run(args + [str(src), str(tmp), qtype.upper(), str(threads or 0)],
                              capture_output=True, text=True)

@@ -21,6 +21,9 @@ set -uo pipefail
 RUN=${RUN:-/opt/campaign}
 LABELS=benchmarks/results/gpu/2026-11-30-h200-campaign
 mkdir -p "$RUN"
+# the repo is not pip-installed there: scripts import it from here, and the jobs' CLI verbs are found through the
+# carried quantswarm.egg-info (entry points) on this path
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ ! -f "$RUN/env.txt" ]; then  # what every figure of this run was measured on
   { date -u; nproc; nvidia-smi --query-gpu=index,name,driver_version,memory.total,power.limit,pci.bus_id --format=csv
     llama-server --version 2>&1 | tail -2; sha256sum "$SWARM_MODELS"/*.gguf 2>/dev/null
@@ -73,10 +76,25 @@ for step in ${1//,/ }; do
         --quants Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K --imatrix Q2_K && cp /opt/ladder/ladder.json "$L/" &&
       python3 -m quantswarm.cli eval kld /opt/ladder --results "$L/results" --n-gpu-layers 99 --chunks 32 --n-ctx 512 &&
       e0=$(date +%s) &&
-      python3 -m quantswarm.cli eval run /opt/ladder --tasks gsm8k_cot_zeroshot,mmlu_logprob,humaneval_pass1 \
-        --task-limit mmlu_logprob=1000 --backend llama-server --parallel 16 --replicas auto --concurrent-models 8 \
-        --allow-code-execution --results "$L/results" --data-dir "$QUANTSWARM_DATA" --no-progress &&
-      echo "{\"eval_wall_s\": $(( $(date +%s) - e0 )), \"step_wall_s\": $(( $(date +%s) - t0 ))}" > "$L/timing.json" &&
+      # the rungs in $LADDER_GPUS halves (default: every visible GPU), each half's rungs at once on its GPU
+      IFS=, read -ra lg <<< "${LADDER_GPUS:-$(seq -s, 0 $(( $(nvidia-smi -L | wc -l) - 1 )))}" &&
+      python3 -c "
+import json, sys
+from pathlib import Path
+d = json.loads(Path('/opt/ladder/ladder.json').read_text()); k = int(sys.argv[1])
+for i in range(k):
+    out = Path(f'/opt/ladder-{i}'); out.mkdir(exist_ok=True)
+    rungs = [{**r, 'path': str(Path('/opt/ladder') / r['path'])} for j, r in enumerate(d['rungs']) if j % k == i]
+    (out / 'ladder.json').write_text(json.dumps({**d, 'rungs': rungs}))
+" "${#lg[@]}" && pids=() && for i in "${!lg[@]}"; do
+        CUDA_VISIBLE_DEVICES=${lg[$i]} python3 -m quantswarm.cli eval run /opt/ladder-$i \
+          --tasks gsm8k_cot_zeroshot,mmlu_logprob,humaneval_pass1 --task-limit mmlu_logprob=1000 \
+          --backend llama-server --parallel 16 --n-ctx 4096 --replicas auto --concurrent-models 4 \
+          --allow-code-execution --results "$L/results" --data-dir "$QUANTSWARM_DATA" --no-progress \
+          > "$L/eval-$i.log" 2>&1 & pids+=($!)
+      done && for p in "${pids[@]}"; do wait "$p"; done &&
+      echo "{\"eval_wall_s\": $(( $(date +%s) - e0 )), \"step_wall_s\": $(( $(date +%s) - t0 )), \"gpus\": ${#lg[@]}}" \
+        > "$L/timing.json" &&
       python3 -m quantswarm.cli eval report "$L/results" --out "$L/report" > "$L/report.log" 2>&1 ;;
     lanes)
       pids=(); failed=0
