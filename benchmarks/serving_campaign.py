@@ -279,10 +279,12 @@ def plot(report: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = [(e["name"], e["bench"]) for e in report["specs"] if "bench" in e]
+    runs = [(f"{e['name']} c{e['bench']['concurrency']}", e["bench"]) for e in report["specs"] if "bench" in e]
+    if report.get("modes_swarm"):  # the modes compare on their own, smaller workload: the swarm's run of it too
+        runs.append((f"co-resident, modes workload (n={report['modes_swarm']['requests']})", report["modes_swarm"]))
     for mode in ("swap", "shared"):
         if report.get(mode):
-            runs.append((f"{runs[0][0] if runs else ''} {mode}", report[mode]))
+            runs.append((f"{mode}, modes workload (n={report[mode]['requests']})", report[mode]))
     if not runs:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))

@@ -211,10 +211,13 @@ def priority_order(cfg: SwarmConfig) -> list[str]:
 
 
 def agent_plan(name: str, agent: AgentSpec, shape: ModelShape, ngl: int, overhead: int, gpu: bool | int,
-               pinned: bool = False) -> AgentPlan:
-    """One agent on one GPU (``gpu``: its index, True for GPU 0, False for a CPU-only plan)."""
+               pinned: bool = False, partial_offload: int = 0) -> AgentPlan:
+    """One agent on one GPU (``gpu``: its index, True for GPU 0, False for a CPU-only plan). ``partial_offload``
+    (bytes) is added to the context's overhead when only some of its layers are on the GPU."""
     tokens = kv_cells(agent.n_ctx, agent.parallel)[1]
     ngl = max(0, min(ngl, shape.n_layers + 1))
+    if 1 <= ngl <= shape.n_layers:
+        overhead += partial_offload
     gpu_w = shape.gpu_weight_bytes(ngl)
     gpu_kv = shape.kv_bytes(ngl, tokens)
     index = None if gpu is False else (0 if gpu is True else gpu)
@@ -306,6 +309,7 @@ class _Placer:
         self.cfg, self.shapes, self.order, self.reduce, self.key = cfg, shapes, order, reduce, key
         self.budgets = budgets
         self.headroom, self.overhead = v.headroom_mib * MIB, v.overhead_mib * MIB
+        self.partial = v.partial_offload_mib * MIB
         self.left = {d: b * MIB - self.headroom for d, b in budgets.items()}
         self.single = len(budgets) == 1
         self.plans: dict[str, AgentPlan] = {}
@@ -351,7 +355,8 @@ class _Placer:
                 self.take(p)
             elif a.n_gpu_layers is not None:
                 d = self._pinned_gpu(n) if a.gpu is not None else max(self.left, key=lambda i: (self.room(i, n), -i))
-                self.take(agent_plan(n, a, s, a.n_gpu_layers, self.overhead, gpu=d, pinned=True))
+                self.take(agent_plan(n, a, s, a.n_gpu_layers, self.overhead, gpu=d, pinned=True,
+                                     partial_offload=self.partial))
         if any(self.spare(d) < 0 for d in self.left):
             d = min(self.left, key=self.spare)
             if self.single:
@@ -407,10 +412,10 @@ class _Placer:
                               "budgets or serve fewer agents")
         best = 0
         for ngl in range(min(s.n_layers + 1, self.reduce.get(n, s.n_layers + 1)), 0, -1):
-            if agent_plan(n, a, s, ngl, ov, gpu=d).gpu_bytes <= self.room(d, n):
+            if agent_plan(n, a, s, ngl, ov, gpu=d, partial_offload=self.partial).gpu_bytes <= self.room(d, n):
                 best = ngl
                 break
-        return agent_plan(n, a, s, best, ov, gpu=d)
+        return agent_plan(n, a, s, best, ov, gpu=d, partial_offload=self.partial)
 
     def _try_split(self, n: str) -> AgentPlan | None:
         """Full offload split over the GPUs with room, proportional to the room (MiB) each has left."""

@@ -315,3 +315,18 @@ router: {{program: prog}}
     assert "\n" not in msg and "['qwen@Q4_K_M']" in msg and "agents here: tiny, big" in msg
     (prog / "manifest.json").write_text(json.dumps({"agents": ["tiny", "big"]}))
     assert load_swarm(spec).router.program == str(prog)
+
+
+def test_partial_offload_term_applies_only_to_partly_offloaded_contexts(tmp_path, smollm2):
+    vram = {"budget_mib": 1200, "headroom_mib": 100, "overhead_mib": 300}
+    plain = plan_vram(load(tmp_path, spec(smollm2, vram=vram)), 1200)
+    plan = plan_vram(load(tmp_path, spec(smollm2, vram={**vram, "partial_offload_mib": 50})), 1200)
+    shape = ModelShape.from_gguf(inspect_gguf(smollm2))
+    assert plain.agents["coder"].n_gpu_layers == 18 and plain.agents["coder"].overhead == 300 * 2**20
+    router, coder, chat = plan.agents["router"], plan.agents["coder"], plan.agents["chat"]
+    assert router.full and router.overhead == 300 * 2**20  # whole on the GPU: no term
+    assert 1 <= coder.n_gpu_layers <= shape.n_layers and coder.overhead == 350 * 2**20
+    assert chat.n_gpu_layers == 0 and chat.overhead == 300 * 2**20  # no layer on the GPU: no term
+    # the term is planned, so fewer of the coder's layers fit (each SmolLM2 block is ~3.4 MiB)
+    assert coder.n_gpu_layers == 4
+    assert plan.gpu_bytes <= (1200 - 100) * 2**20

@@ -44,8 +44,9 @@ case "${1:-}" in
     cp $RUN.log "$OUT/campaign.log"
     rm -f "$OUT"/campaign.tgz.part*
     # a live run writes as we read: tar's "file changed" warning is expected (a half-written part is a .tmp file)
-    tar czf - --warning=no-file-changed --exclude='*.gguf' --exclude='*.safetensors' --exclude='*-hf' \
-      --exclude='dataset' --exclude='dpo-work' --exclude='*.npz' --exclude='.*.tmp' -C $RUN . \
+    # only files under 20 MB (the KLD reference logits of llama-perplexity run to GBs)
+    (cd $RUN && find . -type f -size -20M ! -name '*.gguf' ! -name '*.safetensors' ! -name '*.npz' ! -name '.*.tmp' \
+      ! -path '*-hf/*' ! -path '*/dataset/*' ! -path '*/dpo-work/*' | tar czf - --warning=no-file-changed -T -) \
       | split -b 15M - "$OUT/campaign.tgz.part"; ls -la "$OUT" ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac
