@@ -24,10 +24,10 @@ mkdir -p "$RUN"
 # the repo is not pip-installed there: scripts import it from here, and the jobs' CLI verbs are found through the
 # carried quantswarm.egg-info (entry points) on this path
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-if [ ! -f "$RUN/env.txt" ]; then  # what every figure of this run was measured on
+if [ ! -f "$RUN/env.txt" ]; then  # what every figure of this run was measured on (the tree's commit: see the README;
+                                  # the device's copy of .git is not this session's)
   { date -u; nproc; nvidia-smi --query-gpu=index,name,driver_version,memory.total,power.limit,pci.bus_id --format=csv
-    llama-server --version 2>&1 | tail -2; sha256sum "$SWARM_MODELS"/*.gguf 2>/dev/null
-    git log -1 --format='quantswarm %H' 2>/dev/null; } > "$RUN/env.txt" 2>&1
+    llama-server --version 2>&1 | tail -2; sha256sum "$SWARM_MODELS"/*.gguf 2>/dev/null; } > "$RUN/env.txt" 2>&1
 fi
 for step in ${1//,/ }; do
   t0=$(date +%s)
@@ -38,8 +38,8 @@ for step in ${1//,/ }; do
       ln -s "$PWD/$LABELS/labels-results" $c/results && ln -s "$PWD/$LABELS/router-programs" $c/router
       cp $LABELS/energy_costs.json $LABELS/meta.json $c/
       python3 benchmarks/router_frontier.py $c --out "$RUN/router-frontier" --strongest qwen15-f16 --program-items 0 ;;
-    throughput)
-      python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
+    throughput)  # one GPU: without a pin llama.cpp splits every server's layers over all visible GPUs
+      CUDA_VISIBLE_DEVICES=${THROUGHPUT_GPU:-${CUDA_VISIBLE_DEVICES:-0}} python3 benchmarks/eval_throughput.py --model qwen2.5-coder-0.5b-instruct-q4_k_m --data-dir "$QUANTSWARM_DATA" \
         --threads 2 --p ${THROUGHPUT_P:-32,64} --layouts "${THROUGHPUT_LAYOUTS:-1xP,Rx16,Rx8,Rx4,Rx8+bs}" \
         --out "$RUN/eval-throughput" ;;
     throughput-gpus)
