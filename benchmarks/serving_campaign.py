@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from quantswarm.energy import device_label
+from quantswarm.errors import ConfigError
 from quantswarm.text_table import format_table, markdown_table
 from serving.bench import BenchConfig, BenchSession, run_sweep, single_agent, summary_rows
 from serving.bench_config import PROFILES
@@ -108,7 +109,18 @@ def parse_args() -> argparse.Namespace:
     args.results = args.results or str(Path(args.out) / "results")
     if args.labels and not Path(args.labels).is_absolute():
         args.labels = str(REPO / args.labels) if (REPO / args.labels).exists() else args.labels
+    if args.labels and args.profile != "routed":
+        ap.error(f"--labels is read by the routed profile only (this run's profile: {args.profile})")
+    if not args.concurrency or min(args.concurrency) < 1:
+        ap.error("--concurrency: give one or more counts >= 1, e.g. 5,20")
+    if args.modes_n is not None and args.modes_n < 1 or args.alone_n < 0 or args.alone_concurrency < 1:
+        ap.error("--modes-n and --alone-concurrency must be >= 1, --alone-n >= 0")
     args.modes_n = args.modes_n or args.n
+    try:  # every run's settings, checked before any model is made or loaded
+        BenchConfig(n=args.n, concurrency=args.concurrency[0], profile=args.profile, max_tokens=args.max_tokens,
+                    labels=args.labels or "", timeout_s=args.timeout_s)
+    except ConfigError as exc:
+        ap.error(str(exc))
     return args
 
 
@@ -218,8 +230,9 @@ def markdown(report: dict) -> str:
             al = e["alone"]
             out += [f"### Each agent alone vs all at once ({al['n_per_agent']} tasks, {al['concurrency_per_agent']} "
                     "clients per agent; one swarm load)", "", markdown_table(al["alone"]),
-                    f"Sum of the agents alone: {al['sum_alone_tok_s']} tok/s; all at once: {al['all_at_once_tok_s']} "
-                    f"tok/s (**{al['all_at_once_vs_sum_alone']}x** the sum, p95 {al['all_at_once_p95_ms']} ms). "
+                    f"Sum of the agents alone: {al['sum_alone_tok_s']:.1f} tok/s; all at once: "
+                    f"{al['all_at_once_tok_s']} tok/s (**{al['all_at_once_vs_sum_alone']}x** the sum, "
+                    f"p95 {al['all_at_once_p95_ms']} ms). "
                     f"Routed runs / sum alone: {al['routed_vs_sum_alone']} (routing sends most tasks to few agents, "
                     "so a routed run leaves the others idle).", ""]
         if e.get("memory"):
@@ -322,7 +335,11 @@ def alone_study(session: BenchSession, base: dict, cfg: SwarmConfig, n: int, con
     """The co-residence baseline on the loaded swarm: each agent alone (by name, ``concurrency`` clients, ``n``
     tasks, the others idle), then all agents at once (``spread``: ``concurrency`` clients per agent). Their ratio
     says what sharing the GPU costs; each routed run's tok/s is also set against the sum of the agents alone (a
-    router that sends most tasks to one agent cannot reach that sum however well the GPU is shared)."""
+    router that sends most tasks to one agent cannot reach that sum however well the GPU is shared).
+
+    Returns ``alone`` (per agent: tok_s in generated tokens/s, p95_ms, accuracy 0-1, run_id), ``sum_alone_tok_s``,
+    ``all_at_once_tok_s``, ``all_at_once_p95_ms``, ``all_at_once_vs_sum_alone`` and ``routed_vs_sum_alone`` (per
+    concurrency; ratios of tok/s, unrounded sums), ``n_per_agent`` and ``concurrency_per_agent``."""
     rows, total = [], 0.0
     for name in cfg.agents:
         s = session.run(BenchConfig(**{**base, "model": name, "n": n, "concurrency": concurrency}),
@@ -333,12 +350,12 @@ def alone_study(session: BenchSession, base: dict, cfg: SwarmConfig, n: int, con
     k = len(cfg.agents)
     together = session.run(BenchConfig(**{**base, "model": "spread", "n": n * k, "concurrency": concurrency * k}),
                            label="all-at-once")
-    out = {"n_per_agent": n, "concurrency_per_agent": concurrency, "alone": rows, "sum_alone_tok_s": round(total, 1),
+    out = {"n_per_agent": n, "concurrency_per_agent": concurrency, "alone": rows, "sum_alone_tok_s": total,
            "all_at_once_tok_s": together["tok_s"], "all_at_once_p95_ms": together["latency_ms"]["p95"],
            "all_at_once_vs_sum_alone": round(together["tok_s"] / total, 3) if total and together["tok_s"] else None,
            "routed_vs_sum_alone": {str(r["concurrency"]): round(r["tok_s"] / total, 3) if total and r["tok_s"]
                                    else None for r in routed}}
-    log(format_table(rows + [{"agent": "SUM alone", "tok_s": out["sum_alone_tok_s"]},
+    log(format_table(rows + [{"agent": "SUM alone", "tok_s": round(total, 1)},
                              {"agent": f"all at once ({concurrency} per agent)", "tok_s": together["tok_s"],
                               "p95_ms": together["latency_ms"]["p95"]}]))
     log(f"all at once / sum alone = {out['all_at_once_vs_sum_alone']}; routed / sum alone = "
@@ -357,7 +374,8 @@ def main() -> None:
         logf.write(msg + "\n")
         logf.flush()
 
-    report = {"preset": args.preset, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_label(),
+    report = {"preset": args.preset, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "device": device_label(),
               "command": " ".join(["benchmarks/serving_campaign.py", *sys.argv[1:]]), "n": args.n,
               "concurrency": args.concurrency, "max_tokens": args.max_tokens, "profile": args.profile,
               "labels": args.labels, "specs": [], "errors": []}

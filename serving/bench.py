@@ -219,6 +219,12 @@ async def run_bus(swarm, nats_url: str, items: list[WorkItem], bc: BenchConfig, 
 
     from serving.bus import BusWorker, close, connect, ensure_stream, publish_task, reader
 
+    seen: set[str] = set()
+    for it in items:  # a repeated id is deduplicated by JetStream and its second result waited for in vain
+        if it.id in seen:
+            raise ConfigError(f"workload: request id {it.id!r} is used twice; every request needs its own id")
+        seen.add(it.id)
+
     spec = copy.deepcopy(swarm.cfg.bus)
     spec.url = nats_url
     spec.concurrency = bc.concurrency

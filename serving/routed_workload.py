@@ -32,10 +32,13 @@ def split_params(program_dir: str | Path) -> dict:
     Raises ConfigError when the manifest is missing or lacks them."""
     path = Path(program_dir) / "manifest.json"
     try:
-        data = json.loads(path.read_text()).get("data", {})
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read the router manifest ({exc})") from None
-    missing = [k for k in SPLIT_KEYS if not isinstance(data.get(k), int | float)]
+    data = manifest.get("data") if isinstance(manifest, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: no `data` object (the split the router was compiled on); recompile the router")
+    missing = [k for k in SPLIT_KEYS if isinstance(data.get(k), bool) or not isinstance(data.get(k), int | float)]
     if missing:
         raise ConfigError(f"{path}: data block lacks {', '.join(missing)}; recompile the router")
     return {k: data[k] for k in SPLIT_KEYS}
@@ -44,16 +47,20 @@ def split_params(program_dir: str | Path) -> dict:
 def heldout_keys(labels: str | Path, program_dir: str | Path) -> list[str]:
     """Keys (``dataset/split/item_id``) of the labeled items in the router's held-out (test) split, file order.
 
-    Raises DataError for a missing file, a line that is not a JSON object with a string ``key``, or no held-out
-    item."""
+    Raises DataError for a missing or unreadable file, a line that is not a JSON object with a string ``key``, a key
+    given twice, or no held-out item."""
     from router.labels import split_of
 
     sp = split_params(program_dir)
     path = Path(labels)
     if not path.is_file():
         raise DataError(f"{path}: no such labels file (the router's labels.jsonl)")
-    keys = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the labels ({exc})") from None
+    keys, seen = [], {}
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -62,6 +69,9 @@ def heldout_keys(labels: str | Path, program_dir: str | Path) -> list[str]:
             raise DataError(f"{path}:{n}: not a JSON object with a `key`") from None
         if not isinstance(key, str) or key.count("/") < 2:
             raise DataError(f"{path}:{n}: key {key!r} is not dataset/split/item_id")
+        if key in seen:
+            raise DataError(f"{path}:{n}: key {key!r} again (first on line {seen[key]}): one line per item")
+        seen[key] = n
         if split_of(key, int(sp["split_seed"]), sp["train_frac"], sp["dev_frac"]) == "test":
             keys.append(key)
     if not keys:

@@ -137,9 +137,9 @@ class VramSpec(_Spec):
     overhead_mib: int = Field(320, ge=0, description="measured per-context constant: the CUDA context and "
                                                      "runtime buffers, MiB per agent and GPU (the compute buffer is "
                                                      "computed from n_ctx, parallel and n_ubatch, not included)")
-    partial_offload_mib: int = Field(0, ge=0, description="measured extra VRAM of a context whose layers are only "
-                                                           "partly on its GPU (1 <= n_gpu_layers <= layer count), MiB; "
-                                                           "0: not modelled")
+    partial_offload_mib: int = Field(0, ge=0, description="measured extra VRAM of a context with some but not all "
+                                                           "of its n_layers + 1 offloadable layers (blocks + output) "
+                                                           "on its GPU, MiB; 0: not modelled")
     gpu: int = Field(0, ge=0, description="GPU index of the single-GPU budget (and of the NVML monitor)")
     gpus: list[BudgetMiB | Literal["auto"]] | Literal["auto"] | None = Field(
         None, description="several GPUs: one budget per GPU index, each an integer MiB or `auto` (that GPU's free "

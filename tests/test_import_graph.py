@@ -1,4 +1,5 @@
-"""Imports flow one way: core at the bottom; evals and router on core; repair on evals; serving on router."""
+"""Imports flow one way: core at the bottom; evals and router on core; repair on evals; serving on router and evals
+(the routed bench workload sends and scores the eval tasks)."""
 
 import ast
 from pathlib import Path
@@ -9,7 +10,7 @@ ALLOWED = {
     "evals": {"quantswarm", "evals"},
     "router": {"quantswarm", "router"},
     "repair": {"quantswarm", "evals", "repair"},
-    "serving": {"quantswarm", "router", "serving"},
+    "serving": {"quantswarm", "router", "evals", "serving"},
     "quantswarm_demo": {"quantswarm", "evals", "router", "serving", "quantswarm_demo"},  # drives all jobs
 }
 

@@ -54,22 +54,43 @@ def test_heldout_keys_are_the_test_split(tmp_path):
     assert 0 < len(keys) < len(every)
 
 
-@pytest.mark.parametrize("bad, error", [
-    ("manifest", "data block lacks split_seed"), ("line", "labels.jsonl:2: not a JSON object"),
-    ("key", "is not dataset/split/item_id"), ("missing", "no such labels file")])
-def test_heldout_keys_reject_bad_inputs_in_one_line(tmp_path, bad, error):
+@pytest.mark.parametrize("bad, kind, error", [
+    ("manifest", ConfigError, "data block lacks split_seed"),
+    ("bool-seed", ConfigError, "data block lacks split_seed"),
+    ("manifest-list", ConfigError, "no `data` object"), ("data-null", ConfigError, "no `data` object"),
+    ("line", DataError, "labels.jsonl:2: not a JSON object"), ("key", DataError, "is not dataset/split/item_id"),
+    ("twice", DataError, "labels.jsonl:3: key .* again \\(first on line 1\\)"),
+    ("binary", DataError, "cannot read the labels"), ("missing", DataError, "no such labels file")])
+def test_heldout_keys_reject_bad_inputs_in_one_line(tmp_path, bad, kind, error):
     prog, labels = make_router(tmp_path)
     lines = labels.read_text().splitlines()
-    if bad == "manifest":
-        (prog / "manifest.json").write_text(json.dumps({"data": {"train_frac": 0.3}}))
+    manifest = {"manifest": {"data": {"train_frac": 0.3}}, "bool-seed": {"data": {**SPLIT, "split_seed": True}},
+                "manifest-list": [SPLIT], "data-null": {"data": None}}
+    if bad in manifest:
+        (prog / "manifest.json").write_text(json.dumps(manifest[bad]))
     elif bad == "line":
         labels.write_text("\n".join([lines[0], "[1, 2]", *lines[2:]]))
     elif bad == "key":
         labels.write_text(json.dumps({"key": "easy-1"}) + "\n")
+    elif bad == "twice":
+        labels.write_text("\n".join([lines[0], lines[1], lines[0]]))
+    elif bad == "binary":
+        labels.write_bytes(b"\xff\xfe\x00garbage")
     else:
         labels.unlink()
-    with pytest.raises((ConfigError, DataError), match=error):
+    with pytest.raises(kind, match=error) as exc:
         heldout_keys(labels, prog)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_request_id_used_twice_is_refused_before_anything_is_sent():
+    import asyncio
+
+    from serving.bench import run_bus
+
+    twice = [WorkItem("same", "easy", [{"role": "user", "content": "hi"}])] * 2
+    with pytest.raises(ConfigError, match="request id 'same' is used twice"):
+        asyncio.run(run_bus(None, "nats://127.0.0.1:1", twice, BenchConfig(), "run", lambda _s: None))
 
 
 def test_routed_workload_scores_like_the_eval_and_drops_code_without_opt_in(tmp_path, capsys):
@@ -90,10 +111,11 @@ def test_routed_workload_scores_like_the_eval_and_drops_code_without_opt_in(tmp_
     assert score(mmlu, wrong, "general") == (False, wrong)
     easy = next(it for it in items if it.kind == "easy")
     assert score(easy, f"The answer is {easy.gold}.", "general")[0] is True
-    # more tasks than held-out items: cycled with distinct ids (bus message ids must differ)
-    n_held = len(heldout_keys(labels, prog))
-    many = routed_workload(labels, prog, n_held + 3, seed=1)
-    assert len({it.id for it in many}) == n_held + 3
+    # more tasks than held-out items: every item served, cycled with distinct ids (bus message ids must differ)
+    servable = [k for k in heldout_keys(labels, prog) if not k.startswith("humaneval/")]
+    many = routed_workload(labels, prog, len(servable) + 3, seed=1)
+    assert len({it.id for it in many}) == len(servable) + 3
+    assert {f"{it.kind}/test/{it.item.item_id}" for it in many} == set(servable)
 
 
 def test_code_items_run_their_tests_when_allowed():
@@ -153,8 +175,8 @@ def test_serving_campaign_routed_with_the_agents_alone_baseline(smollm2, tmp_pat
     report = json.loads((out / "campaign.json").read_text())
     alone = report["specs"][0]["alone"]
     assert [r["agent"] for r in alone["alone"]] == ["chat", "coder"]
-    assert alone["sum_alone_tok_s"] == pytest.approx(sum(r["tok_s"] for r in alone["alone"]), abs=0.11)
+    assert alone["sum_alone_tok_s"] == pytest.approx(sum(r["tok_s"] for r in alone["alone"]))
     assert s["all_at_once_vs_sum_alone"] == pytest.approx(alone["all_at_once_tok_s"] / alone["sum_alone_tok_s"],
-                                                          abs=0.001)
+                                                          abs=0.0006)  # the ratio is stored to 3 decimals
     md = (out / "campaign.md").read_text()
     assert "Each agent alone vs all at once" in md and "Accuracy of the answers at 2 clients" in md
