@@ -16,6 +16,9 @@
 # ladder:     the Qwen2.5-Coder-1.5B quant ladder (F16 from Q4_K_M, Q8_0 .. Q2_K, Q2_K with an imatrix): make,
 #             held-out KLD, GSM8K 1000 + MMLU 1000 + HumanEval 164 with every rung at once (--replicas auto),
 #             report; the eval's wall time in ladder/timing.json                              -> $RUN/ladder
+# router-load: benchmarks/router_under_load.py: the served router program's decisions at 1/5/20 threads, through
+#             DSPy vs the same requests posted straight to its llama-server (where 400 ms per decision goes)
+#                                                                                          -> $RUN/router-under-load
 # lanes:      the steps of $LANES ("step:GPU ..."; default "ladder:0 serving:1") at once, each on its own GPU
 set -uo pipefail
 RUN=${RUN:-/opt/campaign}
@@ -96,6 +99,10 @@ for i in range(k):
       echo "{\"eval_wall_s\": $(( $(date +%s) - e0 )), \"step_wall_s\": $(( $(date +%s) - t0 )), \"gpus\": ${#lg[@]}}" \
         > "$L/timing.json" &&
       python3 -m quantswarm.cli eval report "$L/results" --out "$L/report" > "$L/report.log" 2>&1 ;;
+    router-load)
+      P=benchmarks/results/gpu/2026-11-30-h200-campaign
+      python3 benchmarks/router_under_load.py --program $P/router-programs/labeled-agent-name@smollm2 \
+        --labels $P/labels.jsonl --data-dir "$QUANTSWARM_DATA" --n 100 --concurrency 1,5,20 --out "$RUN/router-under-load" ;;
     lanes)
       pids=(); failed=0
       for lane in ${LANES:-ladder:0 serving:1}; do
