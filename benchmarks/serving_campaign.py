@@ -62,9 +62,16 @@ PRESETS = {
              "labels": "benchmarks/results/gpu/2026-11-30-h200-campaign/labels.jsonl", "alone_n": 32,
              "alone_concurrency": 4, "modes_n": 40, "sweep_n": 48, "sweep_parallel": [1, 4, 16],
              "sweep_ctx": [4096, 32768], "sweep_agent": "qwen15-q4km", "timeout_s": 300.0},
+    # two H200s: the reference swarm placed one agent per GPU (best fit) and with the F16 split over both, then the
+    # same swarm on one GPU (the baseline of speedup_vs_one_gpu), routed, at 5 and 20 clients; per-GPU memory/energy
+    "h200x2": {"specs": ["data/swarms/h200x2-reference.yaml", "data/swarms/h200x2-reference-split.yaml",
+                         "data/swarms/h200-reference.yaml"], "n": 200, "concurrency": [5, 20], "max_tokens": 128,
+               "profile": "routed", "labels": "benchmarks/results/gpu/2026-11-30-h200-campaign/labels.jsonl",
+               "baseline": "h200-reference", "no_sweep": True, "no_compare": True, "sweep_n": 0,
+               "sweep_parallel": [], "sweep_ctx": [], "sweep_agent": None, "timeout_s": 300.0},
 }
 DEFAULTS = {"concurrency": [5], "profile": "mixed", "labels": "", "alone_n": 0, "alone_concurrency": 4,
-            "modes_n": None}
+            "modes_n": None, "baseline": None, "no_sweep": False, "no_compare": False}
 
 
 def _ints(text: str) -> list[int]:
@@ -95,8 +102,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sweep-parallel", type=_ints, help="slots to sweep, e.g. 1,4,16")
     ap.add_argument("--sweep-ctx", type=_ints, help="n_ctx values to sweep, e.g. 2048,8192")
     ap.add_argument("--sweep-agent", help="agent of the sweep (default: the preset's, else the spec's default agent)")
-    ap.add_argument("--no-sweep", action="store_true")
-    ap.add_argument("--no-compare", action="store_true", help="skip the execution modes (swap / shared / co-resident)")
+    ap.add_argument("--no-sweep", action="store_true", default=None)
+    ap.add_argument("--no-compare", action="store_true", default=None,
+                    help="skip the execution modes (swap / shared / co-resident)")
+    ap.add_argument("--baseline", help="spec name (file stem) whose tok/s the others are divided by "
+                                       "(speedup_vs_one_gpu in summary.json)")
     ap.add_argument("--timeout-s", type=float, help="give up waiting for one bench's answers after this long")
     ap.add_argument("--out", help="output folder (default: runs/serving-campaign-<preset>-<time>)")
     ap.add_argument("--results", help="results table for the per-request rows (default: <out>/results)")
@@ -167,14 +177,18 @@ def memory_rows(mem: dict) -> list[dict]:
         kind, meas, planned = m["measure"], m["measured_mib"], m["planned_mib"]
         if kind == "vram" and meas is not None:
             vram_sum, any_vram = vram_sum + meas, True
+        by_gpu = placement({"agents": [m]})[m["agent"]]["planned_vs_measured_mib"]
         rows.append({"agent": m["agent"], "ngl planned/loaded": f"{m['planned_ngl']}/{m['n_gpu_layers']} of "
-                     f"{m['n_layers']}", "planned_vram_MiB": _f(m["planned_vram_mib"]),
+                     f"{m['n_layers']}", "per GPU planned -> measured MiB": "; ".join(
+                         f"{g}: {p:.0f} -> {_f(v, 0, 'n/a')}" for g, (p, v) in by_gpu.items()),
+                     "planned_vram_MiB": _f(m["planned_vram_mib"]),
                      "planned_host_MiB": _f(m["planned_host_mib"]), "measured": kind,
                      "measured_MiB": _f(meas, na="n/a"),
                      "error": f"{(meas - planned) / planned * 100:+.0f}% vs planned "
                               f"{'VRAM' if kind == 'vram' else 'weights+KV'}" if meas and planned else "n/a"})
     delta = mem["vram_load_delta_mib"]
-    rows.append({"agent": "TOTAL", "ngl planned/loaded": "", "planned_vram_MiB": _f(mem["planned_vram_mib"]),
+    rows.append({"agent": "TOTAL", "ngl planned/loaded": "", "per GPU planned -> measured MiB": "",
+                 "planned_vram_MiB": _f(mem["planned_vram_mib"]),
                  "planned_host_MiB": _f(mem["planned_host_mib"]), "measured": "NVML used-VRAM delta over the load",
                  "measured_MiB": _f(delta),
                  "error": (f"{(delta - mem['planned_vram_mib']) / mem['planned_vram_mib'] * 100:+.0f}%; per-process "
@@ -274,14 +288,36 @@ def summary_json(report: dict) -> dict:
             "route_share": {str(b["concurrency"]): {a: v["requests"] for a, v in b["per_agent"].items()}
                             for b in benches},
             "planner_error_pct": planner_error_pct(e.get("memory", {})),
+            "placement": placement(e.get("memory", {})),
+            "per_gpu_energy": {str(b["concurrency"]): b["per_gpu"] for b in benches if b.get("per_gpu")},
             "measure": sorted({m["measure"] for m in e.get("memory", {}).get("agents", [])}),
             "all_at_once_vs_sum_alone": e.get("alone", {}).get("all_at_once_vs_sum_alone"),
             "routed_vs_sum_alone": e.get("alone", {}).get("routed_vs_sum_alone"),
             "errors": e.get("errors", []),
         }
-    return {"date": report["started"], "device": report["device"], "routed": report.get("profile") == "routed",
-            "max_tokens": report["max_tokens"], "n": report["n"], "specs": specs,
-            "modes": report.get("modes"), "sweep": report.get("sweep")}
+    out = {"date": report["started"], "device": report["device"], "routed": report.get("profile") == "routed",
+           "max_tokens": report["max_tokens"], "n": report["n"], "specs": specs,
+           "modes": report.get("modes"), "sweep": report.get("sweep")}
+    base = specs.get(report.get("baseline") or "")
+    if base:
+        out["baseline"] = report["baseline"]
+        out["speedup_vs_one_gpu"] = {name: {c: round(t / base["tok_s"][c], 3) for c, t in e["tok_s"].items()
+                                            if t and base["tok_s"].get(c)}
+                                     for name, e in specs.items() if name != report["baseline"]}
+    return out
+
+
+def placement(memory: dict) -> dict:
+    """Per agent: the GPUs it was planned on and, per GPU, [planned, measured] MiB (NVML; measured None where the
+    GPU does not list the worker)."""
+    out = {}
+    for m in memory.get("agents", []):
+        planned = {str(g): v for g, v in (m.get("planned_by_gpu_mib") or {}).items()}
+        measured = {str(g): v for g, v in (m.get("measured_by_gpu_mib") or {}).items()}
+        out[m["agent"]] = {"gpus": sorted(planned), "planned_vs_measured_mib": {
+            g: [round(planned[g], 1), measured.get(g)] for g in sorted(set(planned) | set(measured))
+            if g in planned}}
+    return out
 
 
 def plot(report: dict, path: Path) -> Path | None:
@@ -378,7 +414,7 @@ def main() -> None:
               "device": device_label(),
               "command": " ".join(["benchmarks/serving_campaign.py", *sys.argv[1:]]), "n": args.n,
               "concurrency": args.concurrency, "max_tokens": args.max_tokens, "profile": args.profile,
-              "labels": args.labels, "specs": [], "errors": []}
+              "labels": args.labels, "baseline": args.baseline, "specs": [], "errors": []}
 
     def save() -> None:
         (out / "campaign.json").write_text(json.dumps(report, indent=2, default=str))

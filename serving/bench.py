@@ -12,6 +12,7 @@ written as JSON. ``sweep`` repeats the bench over parallel slots x n_ctx (the ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import random
@@ -310,6 +311,21 @@ def score_samples(samples: list[Sample], cfg: SwarmConfig) -> None:
             s.correct, s.extracted = score(s.item, s.text, role)
 
 
+def energy_over_gpus(meters: dict[int, EnergyMeter], tokens: int) -> dict:
+    """Energy of a run metered on several GPUs: ``per_gpu`` (joules, average W, Wh per 1M generated tokens, peak
+    VRAM MiB per GPU index) and the totals ``joules``, ``avg_power_w`` (summed over GPUs) and ``wh_per_mtok``; the
+    totals are None when any GPU has no reading."""
+    per = {g: {"joules": m.joules, "avg_power_w": round(m.joules / m.seconds, 1) if m.joules is not None and
+               m.seconds > 0 else None, "wh_per_mtok": m.wh_per_mtok(tokens), "vram_peak_mib": m.peak_vram_mib}
+           for g, m in meters.items()}
+    if any(m.joules is None for m in meters.values()):
+        return {"per_gpu": per}
+    joules = sum(m.joules for m in meters.values())
+    seconds = max(m.seconds for m in meters.values())
+    return {"per_gpu": per, "joules": joules, "avg_power_w": round(joules / seconds, 1) if seconds > 0 else None,
+            "wh_per_mtok": joules / 3600.0 / tokens * 1e6 if tokens > 0 else None}
+
+
 def accuracy(samples: list[Sample]) -> dict:
     """Share of answers scored right (after :func:`score_samples`): overall, per agent and per request kind, with
     n and correct per group; an unanswered request counts as wrong."""
@@ -471,6 +487,13 @@ class BenchSession:
             signal.signal(signal.SIGTERM, self._old_sig)
             self._old_sig = None
 
+    def gpus(self) -> list[int]:
+        """The GPUs the plan uses (CUDA indices, first = ``vram.gpu`` when used), else ``[vram.gpu]``: each run
+        meters every one of them."""
+        used = sorted({d for a in self.swarm.plan.agents.values() for d in a.devices})
+        first = self.cfg.vram.gpu
+        return [first] + [g for g in used if g != first] if first in used or not used else used
+
     def run(self, bc: BenchConfig, label: str = "swarm", items: list[WorkItem] | None = None) -> dict:
         """One load of ``bc`` (its workload, or ``items``) on the loaded swarm; writes rows + summary JSON and
         returns the summary (:func:`summarize` plus the run's settings and the session's memory)."""
@@ -484,8 +507,12 @@ class BenchSession:
         run_id = new_run_id(f"bench-{label}")
         items = items if items is not None else workload(cfg, bc, self.log)
         bar = tqdm(total=len(items), desc=f"bench {label}", unit="req", leave=False)
-        meter = EnergyMeter(cfg.vram.gpu)
-        with meter:
+        gpus = self.gpus()
+        meters = {g: EnergyMeter(g) for g in gpus}
+        meter = meters[gpus[0]]
+        with contextlib.ExitStack() as stack:
+            for m in meters.values():
+                stack.enter_context(m)
             t0 = time.perf_counter()
             if bc.transport == "http":
                 with GatewayServer(swarm) as gw:
@@ -498,6 +525,8 @@ class BenchSession:
             wall = time.perf_counter() - t0
         bar.close()
         summary = summarize(samples, wall, meter, cfg)
+        if len(meters) > 1:
+            summary.update(energy_over_gpus(meters, summary["completion_tokens"]))
         summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,
                         "concurrency": bc.concurrency, "rate": bc.rate, "max_tokens": bc.max_tokens,
                         "dead_lettered": dead, "device": device_label(), "spec": cfg.path,

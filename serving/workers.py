@@ -75,14 +75,27 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
     raise ConfigError(f"no block of {n} free ports on {host} below {low}")
 
 
-def process_memory_mib(pid: int) -> tuple[float | None, str]:
-    """Measured memory of a worker: its VRAM through NVML when a GPU answers, else its RSS ("rss")."""
-    from quantswarm.energy import nvml_ok, sample
+def process_vram_by_gpu(pid: int) -> dict[int, float]:
+    """VRAM of process ``pid`` on each visible GPU that lists it: CUDA index -> MiB (NVML's per-process used memory);
+    empty without NVML or when no GPU lists the process."""
+    from quantswarm.energy import nvml_ok, sample, visible_gpus
 
-    if nvml_ok():
-        s = sample(0)
+    if not nvml_ok():
+        return {}
+    out = {}
+    for g in range(len(visible_gpus())):
+        s = sample(g)
         if s is not None and pid in s.process_vram_mib:
-            return s.process_vram_mib[pid], "vram"
+            out[g] = s.process_vram_mib[pid]
+    return out
+
+
+def process_memory_mib(pid: int) -> tuple[float | None, str]:
+    """Measured memory of a worker: its VRAM summed over every visible GPU (NVML) when a GPU lists it, else its
+    RSS ("rss")."""
+    by_gpu = process_vram_by_gpu(pid)
+    if by_gpu:
+        return sum(by_gpu.values()), "vram"
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -262,7 +275,8 @@ class Supervisor:
     def measured_memory(self) -> list[dict]:
         """Per worker: planned VRAM and host memory (MiB), the layers it loaded with, and its measured memory.
 
-        ``measure`` says what ``measured_mib`` is: ``vram`` (NVML per-process memory), ``rss`` (host resident
+        ``measure`` says what ``measured_mib`` is: ``vram`` (NVML per-process memory, summed over the visible GPUs;
+        ``planned_by_gpu_mib`` / ``measured_by_gpu_mib`` split both per GPU index), ``rss`` (host resident
         memory, when NVML does not list the process) or ``n/a``; ``planned_mib`` is the plan figure to compare it
         with (planned VRAM for ``vram``, else the planned weights + KV cache). ``planned_kv_mib`` /
         ``logged_kv_mib`` and ``planned_compute_mib`` / ``logged_compute_mib`` set the planner's KV cache and compute
@@ -272,6 +286,7 @@ class Supervisor:
         for n, w in self.workers.items():
             p: AgentPlan = self.plan.agents[n]
             measured, kind = process_memory_mib(w.pid) if w.pid else (None, "n/a")
+            by_gpu = process_vram_by_gpu(w.pid) if w.pid and kind == "vram" else {}
             weights_kv = (p.cpu_weights + p.cpu_kv + p.gpu_weights + p.gpu_kv) / MIB
             logged = read_buffer_sizes(self.log_dir / f"{n}.log")
             rows.append({"agent": n, "planned_ngl": p.n_gpu_layers, "n_gpu_layers": w.n_gpu_layers,
@@ -281,7 +296,9 @@ class Supervisor:
                          "measure": kind, "measured_mib": measured,
                          "planned_kv_mib": (p.gpu_kv + p.cpu_kv) / MIB, "logged_kv_mib": logged.total("kv"),
                          "planned_compute_mib": p.compute / MIB,
-                         "logged_compute_mib": logged.total("compute")})
+                         "logged_compute_mib": logged.total("compute"),
+                         "planned_by_gpu_mib": {d: b / MIB for d, b in sorted(p.devices.items())},
+                         "measured_by_gpu_mib": by_gpu})
         return rows
 
     def measured_vs_plan(self) -> list[dict]:

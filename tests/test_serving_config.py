@@ -330,3 +330,36 @@ def test_partial_offload_term_applies_only_to_partly_offloaded_contexts(tmp_path
     # the term is planned, so fewer of the coder's layers fit (each SmolLM2 block is ~3.4 MiB)
     assert coder.n_gpu_layers == 4
     assert plan.gpu_bytes <= (1200 - 100) * 2**20
+
+
+def test_energy_of_a_run_over_two_gpus_adds_up():
+    from quantswarm.energy import EnergyMeter
+    from serving.bench import energy_over_gpus
+
+    a, b = EnergyMeter(0), EnergyMeter(1)
+    a.joules, a.seconds, a.peak_vram_mib = 100.0, 10.0, 5000.0
+    b.joules, b.seconds, b.peak_vram_mib = 50.0, 10.0, 3000.0
+    out = energy_over_gpus({0: a, 1: b}, tokens=1000)
+    assert out["joules"] == 150.0 and out["avg_power_w"] == 15.0
+    assert out["wh_per_mtok"] == pytest.approx(150 / 3600 / 1000 * 1e6)
+    assert out["per_gpu"][1] == {"joules": 50.0, "avg_power_w": 5.0, "wh_per_mtok": pytest.approx(50 / 3.6),
+                                 "vram_peak_mib": 3000.0}
+    b.joules = None  # one GPU without a reading: no total rather than a partial one
+    assert "joules" not in energy_over_gpus({0: a, 1: b}, tokens=1000)
+
+
+def test_worker_vram_is_summed_over_the_gpus_that_list_it(monkeypatch):
+    import quantswarm.energy as energy
+    from serving import workers
+
+    readings = {0: {111: 900.0, 222: 4044.0}, 1: {111: 1200.0}}  # pid 111 is split over both GPUs
+
+    def fake_sample(g: int):
+        return energy.GpuSample(0.0, g, 0.0, None, 0.0, 0.0, 0.0, 0.0, 0.0, readings[g])
+
+    monkeypatch.setattr(energy, "nvml_ok", lambda: True)
+    monkeypatch.setattr(energy, "visible_gpus", lambda: [0, 1])
+    monkeypatch.setattr(energy, "sample", fake_sample)
+    assert workers.process_vram_by_gpu(111) == {0: 900.0, 1: 1200.0}
+    assert workers.process_memory_mib(111) == (2100.0, "vram")
+    assert workers.process_memory_mib(222) == (4044.0, "vram")

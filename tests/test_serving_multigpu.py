@@ -184,3 +184,28 @@ def test_h200x2_example_loads(tmp_path, monkeypatch, smollm2):
     cfg = load_swarm(p)
     plan = plan_vram(cfg, 1, gpus_mib=[140000, 140000])
     assert plan.multi_gpu and all(a.full for a in plan.agents.values())
+
+
+@pytest.mark.parametrize("name, f16, contexts", [("h200x2-reference", None, 3), ("h200x2-reference-split", [0, 1], 4)])
+def test_h200x2_reference_specs_place_as_documented(tmp_path, smollm2, name, f16, contexts):
+    """With SmolLM2 standing in for every model, the budgets scaled down to keep the same squeeze: every agent is
+    whole on one GPU, both GPUs are used, and the split spec's F16 agent spans both."""
+    data = yaml.safe_load((REPO / f"data/swarms/{name}.yaml").read_text())
+    data.pop("models_dir")
+    for a in data["agents"].values():
+        a.pop("quantize_from", None)
+        a["model"] = str(smollm2)
+    data["router"]["program"] = None
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    cfg = load_swarm(p)
+    assert cfg.vram.overhead_mib == 585 and cfg.vram.partial_offload_mib == 355
+    # room for `contexts` SmolLM2 contexts per GPU (the split agent has one on each GPU)
+    plan = plan_vram(cfg, 1, gpus_mib=[contexts * 1300] * 2)
+    placed = {n: sorted(a.devices) for n, a in plan.agents.items()}
+    assert all(a.full for a in plan.agents.values())
+    assert {g for gs in placed.values() for g in gs} == {0, 1}
+    if f16 is None:
+        assert all(len(gs) == 1 for gs in placed.values())
+    else:
+        assert placed["qwen15-f16"] == f16 and plan.agents["qwen15-f16"].tensor_split

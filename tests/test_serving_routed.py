@@ -180,3 +180,23 @@ def test_serving_campaign_routed_with_the_agents_alone_baseline(smollm2, tmp_pat
                                                           abs=0.0006)  # the ratio is stored to 3 decimals
     md = (out / "campaign.md").read_text()
     assert "Each agent alone vs all at once" in md and "Accuracy of the answers at 2 clients" in md
+
+
+def test_campaign_summary_has_speedup_vs_the_one_gpu_baseline_and_per_gpu_placement():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import serving_campaign as sc
+
+    def bench(c: int, tok_s: float) -> dict:
+        return {"concurrency": c, "tok_s": tok_s, "latency_ms": {"p95": 100.0}, "wh_per_mtok": None,
+                "per_agent": {"a": {"requests": 1}}}
+
+    mem = {"agents": [{"agent": "a", "measure": "vram", "measured_mib": 300.0, "planned_mib": 290.0,
+                       "planned_by_gpu_mib": {0: 140.0, 1: 150.0}, "measured_by_gpu_mib": {0: 146.0}}]}
+    report = {"started": "2026-11-30 22:00:00 UTC", "device": "x", "profile": "routed", "max_tokens": 128, "n": 4,
+              "baseline": "one", "specs": [
+                  {"name": "two", "benches": [bench(5, 300.0), bench(20, 900.0)], "memory": mem},
+                  {"name": "one", "benches": [bench(5, 200.0), bench(20, 500.0)], "memory": {"agents": []}}]}
+    out = sc.summary_json(report)
+    assert out["speedup_vs_one_gpu"] == {"two": {"5": 1.5, "20": 1.8}}
+    assert out["specs"]["two"]["placement"] == {"a": {"gpus": ["0", "1"], "planned_vs_measured_mib": {
+        "0": [140.0, 146.0], "1": [150.0, None]}}}

@@ -16,6 +16,8 @@
 # ladder:     the Qwen2.5-Coder-1.5B quant ladder (F16 from Q4_K_M, Q8_0 .. Q2_K, Q2_K with an imatrix): make,
 #             held-out KLD, GSM8K 1000 + MMLU 1000 + HumanEval 164 with every rung at once (--replicas auto),
 #             report; the eval's wall time in ladder/timing.json                              -> $RUN/ladder
+# serving-x2: benchmarks/serving_campaign.py --preset h200x2 (a 2-GPU machine): the reference swarm one agent per
+#             GPU and with the F16 split over both, then on one GPU, routed, 5 and 20 clients -> $RUN/serving-x2
 # router-load: benchmarks/router_under_load.py: the served router program's decisions at 1/5/20 threads, through
 #             DSPy vs the same requests posted straight to its llama-server (where 400 ms per decision goes)
 #                                                                                          -> $RUN/router-under-load
@@ -99,6 +101,9 @@ for i in range(k):
       echo "{\"eval_wall_s\": $(( $(date +%s) - e0 )), \"step_wall_s\": $(( $(date +%s) - t0 )), \"gpus\": ${#lg[@]}}" \
         > "$L/timing.json" &&
       python3 -m quantswarm.cli eval report "$L/results" --out "$L/report" > "$L/report.log" 2>&1 ;;
+    serving-x2)
+      CUDA_DEVICE_ORDER=PCI_BUS_ID python3 benchmarks/serving_campaign.py --preset h200x2 --out "$RUN/serving-x2" \
+        --data-dir "$QUANTSWARM_DATA" --allow-code-execution ;;
     router-load)
       P=benchmarks/results/gpu/2026-11-30-h200-campaign
       python3 benchmarks/router_under_load.py --program $P/router-programs/labeled-agent-name@smollm2 \
