@@ -80,16 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     from quantswarm.energy import device_label
-    from router.program import load_router, read_manifest
-    from router.router_lm import resolve_router_model, start_router_server
+    from router.program import load_router, manifest_router_model, read_manifest
+    from router.router_lm import start_router_server
     from serving.routed_workload import routed_workload
 
     manifest = read_manifest(args.program)
     items = routed_workload(args.labels, args.program, args.n, seed=0, data_dir=args.data_dir,
                             allow_code_execution=True)
     texts = [next(m["content"] for m in reversed(it.messages) if m["role"] == "user") for it in items]
-    model = resolve_router_model(manifest["router_model"]) if Path(manifest["router_model"]).is_file() else \
-        resolve_router_model("", manifest.get("router_model_file", ""))
+    model = manifest_router_model(manifest)
     rows = []
     with start_router_server(model, n_ctx=4096 * args.parallel, parallel=args.parallel,
                              n_gpu_layers=args.n_gpu_layers) as engine:

@@ -273,25 +273,33 @@ class Router:
         self.close()
 
 
+def manifest_router_model(manifest: dict) -> Path:
+    """The router LM's GGUF named by a compiled program's manifest: its path, or — compiled on another machine — the
+    same file found by name; checked against the manifest's sha256. Raises ConfigError on a sha mismatch."""
+    from quantswarm.registry import sha256_file
+    from router.router_lm import resolve_router_model
+
+    where = manifest["router_model"]
+    model = (resolve_router_model(where) if Path(where).is_file() or not manifest.get("router_model_file")
+             else resolve_router_model("", manifest["router_model_file"]))
+    want = manifest.get("router_model_sha", "")
+    if want and sha256_file(model) != want:
+        raise ConfigError(f"{model}: sha256 {sha256_file(model)} differs from the manifest's {want}; "
+                          "recompile the router for this model or pass --api-base")
+    return model
+
+
 def load_router(program_dir: str | Path, api_base: str | None = None, *, n_ctx: int = 4096,
                 n_gpu_layers: int = -1) -> Router:
     """Load a compiled router; without ``api_base`` it starts llama-server for the manifest's router model."""
-    from quantswarm.registry import sha256_file
-    from router.router_lm import dspy_lm, resolve_router_model, start_router_server
+    from router.router_lm import dspy_lm, start_router_server
 
     program, manifest = load_program(program_dir)
     swarm = Swarm.from_dict(manifest["swarm"], f"{program_dir}/{MANIFEST}")
     engine = None
     if not api_base:
-        where = manifest["router_model"]
-        # compiled on another machine: find the same file (the sha256 check below proves it) by name
-        model = (resolve_router_model(where) if Path(where).is_file() or not manifest.get("router_model_file")
-                 else resolve_router_model("", manifest["router_model_file"]))
-        want = manifest.get("router_model_sha", "")
-        if want and sha256_file(model) != want:
-            raise ConfigError(f"{model}: sha256 {sha256_file(model)} differs from the manifest's {want}; "
-                              "recompile the router for this model or pass --api-base")
-        engine = start_router_server(model, n_ctx=n_ctx, parallel=1, n_gpu_layers=n_gpu_layers)
+        engine = start_router_server(manifest_router_model(manifest), n_ctx=n_ctx, parallel=1,
+                                     n_gpu_layers=n_gpu_layers)
         api_base = engine.url
     lm = dspy_lm(api_base, max_tokens=int(manifest["max_tokens"]))
     return Router(program, swarm, lm, engine=engine, manifest=manifest)
