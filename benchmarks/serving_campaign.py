@@ -40,6 +40,7 @@ from serving.monitor import Monitor, plot_monitor
 from serving.planner import MIB
 from serving.serve import plan_only
 from serving.swarm_config import SwarmConfig, config_from_dict
+from serving.workers import plan_error_pct
 
 REPO = Path(__file__).resolve().parent.parent
 NA = "n/a (no GPU)"
@@ -174,7 +175,7 @@ def memory_rows(mem: dict) -> list[dict]:
     """Planned vs measured memory per agent and in total; measured VRAM where NVML lists the worker, else RSS."""
     rows, vram_sum, any_vram = [], 0.0, False
     for m in mem["agents"]:
-        kind, meas, planned = m["measure"], m["measured_mib"], m["planned_mib"]
+        kind, meas, pct = m["measure"], m["measured_mib"], plan_error_pct(m)
         if kind == "vram" and meas is not None:
             vram_sum, any_vram = vram_sum + meas, True
         by_gpu = placement({"agents": [m]})[m["agent"]]["planned_vs_measured_mib"]
@@ -184,8 +185,8 @@ def memory_rows(mem: dict) -> list[dict]:
                      "planned_vram_MiB": _f(m["planned_vram_mib"]),
                      "planned_host_MiB": _f(m["planned_host_mib"]), "measured": kind,
                      "measured_MiB": _f(meas, na="n/a"),
-                     "error": f"{(meas - planned) / planned * 100:+.0f}% vs planned "
-                              f"{'VRAM' if kind == 'vram' else 'weights+KV'}" if meas and planned else "n/a"})
+                     "error": "n/a" if pct is None else
+                              f"{pct:+.0f}% vs planned {'VRAM' if kind == 'vram' else 'weights+KV'}"})
     delta = mem["vram_load_delta_mib"]
     rows.append({"agent": "TOTAL", "ngl planned/loaded": "", "per GPU planned -> measured MiB": "",
                  "planned_vram_MiB": _f(mem["planned_vram_mib"]),
@@ -269,8 +270,8 @@ def markdown(report: dict) -> str:
 
 def planner_error_pct(memory: dict) -> dict[str, float | None]:
     """Per agent: (measured - planned) / planned x 100 for the measure taken (NVML VRAM, else host RSS)."""
-    return {m["agent"]: round((m["measured_mib"] - m["planned_mib"]) / m["planned_mib"] * 100, 1)
-            if m["measured_mib"] and m["planned_mib"] else None for m in memory.get("agents", [])}
+    pcts = {m["agent"]: plan_error_pct(m) for m in memory.get("agents", [])}
+    return {a: None if p is None else round(p, 1) for a, p in pcts.items()}
 
 
 def summary_json(report: dict) -> dict:

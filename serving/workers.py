@@ -90,10 +90,10 @@ def process_vram_by_gpu(pid: int) -> dict[int, float]:
     return out
 
 
-def process_memory_mib(pid: int) -> tuple[float | None, str]:
+def process_memory_mib(pid: int, by_gpu: dict[int, float] | None = None) -> tuple[float | None, str]:
     """Measured memory of a worker: its VRAM summed over every visible GPU (NVML) when a GPU lists it, else its
-    RSS ("rss")."""
-    by_gpu = process_vram_by_gpu(pid)
+    RSS ("rss"). ``by_gpu``: :func:`process_vram_by_gpu` already read for ``pid`` (read here when None)."""
+    by_gpu = process_vram_by_gpu(pid) if by_gpu is None else by_gpu
     if by_gpu:
         return sum(by_gpu.values()), "vram"
     try:
@@ -103,6 +103,13 @@ def process_memory_mib(pid: int) -> tuple[float | None, str]:
     except OSError:
         pass
     return None, "n/a"
+
+
+def plan_error_pct(mem: dict) -> float | None:
+    """(measured - planned) / planned x 100 of one :meth:`Supervisor.measured_memory` row (None when either is
+    missing or zero)."""
+    measured, planned = mem["measured_mib"], mem["planned_mib"]
+    return (measured - planned) / planned * 100 if measured and planned else None
 
 
 class Supervisor:
@@ -285,8 +292,8 @@ class Supervisor:
         rows = []
         for n, w in self.workers.items():
             p: AgentPlan = self.plan.agents[n]
-            measured, kind = process_memory_mib(w.pid) if w.pid else (None, "n/a")
-            by_gpu = process_vram_by_gpu(w.pid) if w.pid and kind == "vram" else {}
+            by_gpu = process_vram_by_gpu(w.pid) if w.pid else {}
+            measured, kind = process_memory_mib(w.pid, by_gpu) if w.pid else (None, "n/a")
             weights_kv = (p.cpu_weights + p.cpu_kv + p.gpu_weights + p.gpu_kv) / MIB
             logged = read_buffer_sizes(self.log_dir / f"{n}.log")
             rows.append({"agent": n, "planned_ngl": p.n_gpu_layers, "n_gpu_layers": w.n_gpu_layers,
@@ -306,7 +313,8 @@ class Supervisor:
         rows = []
         for m in self.measured_memory():
             measured, kind, predicted = m["measured_mib"], m["measure"], m["planned_mib"]
-            err = f"{(measured - predicted) / predicted * 100:+.0f}%" if measured and predicted else "n/a"
+            pct = plan_error_pct(m)
+            err = "n/a" if pct is None else f"{pct:+.0f}%"
             rows.append({"agent": m["agent"], "measure": kind, "predicted_MiB": f"{predicted:.1f}",
                          "measured_MiB": f"{measured:.1f}" if measured is not None else "n/a", "error": err})
         return rows
