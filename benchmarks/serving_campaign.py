@@ -33,7 +33,7 @@ import yaml
 from quantswarm.energy import device_label
 from quantswarm.errors import ConfigError
 from quantswarm.text_table import format_table, markdown_table
-from serving.bench import BenchConfig, BenchSession, run_sweep, single_agent, summary_rows
+from serving.bench import BenchConfig, BenchSession, run_sweep, single_agent, summary_rows, workload
 from serving.bench_config import PROFILES
 from serving.bench_modes import compare_modes
 from serving.monitor import Monitor, plot_monitor
@@ -368,11 +368,12 @@ def plot(report: dict, path: Path) -> Path | None:
 
 
 def alone_study(session: BenchSession, base: dict, cfg: SwarmConfig, n: int, concurrency: int, routed: list[dict],
-                log) -> dict:
+                log, items: list) -> dict:
     """The co-residence baseline on the loaded swarm: each agent alone (by name, ``concurrency`` clients, ``n``
     tasks, the others idle), then all agents at once (``spread``: ``concurrency`` clients per agent). Their ratio
     says what sharing the GPU costs; each routed run's tok/s is also set against the sum of the agents alone (a
-    router that sends most tasks to one agent cannot reach that sum however well the GPU is shared).
+    router that sends most tasks to one agent cannot reach that sum however well the GPU is shared). ``items``: the
+    spec's workload, at least ``n`` x agents long (each run takes its first tasks).
 
     Returns ``alone`` (per agent: tok_s in generated tokens/s, p95_ms, accuracy 0-1, run_id), ``sum_alone_tok_s``,
     ``all_at_once_tok_s``, ``all_at_once_p95_ms``, ``all_at_once_vs_sum_alone`` and ``routed_vs_sum_alone`` (per
@@ -380,13 +381,13 @@ def alone_study(session: BenchSession, base: dict, cfg: SwarmConfig, n: int, con
     rows, total = [], 0.0
     for name in cfg.agents:
         s = session.run(BenchConfig(**{**base, "model": name, "n": n, "concurrency": concurrency}),
-                        label=f"alone-{name}")
+                        label=f"alone-{name}", items=items[:n])
         total += s["tok_s"] or 0.0
         rows.append({"agent": name, "tok_s": s["tok_s"], "p95_ms": s["latency_ms"]["p95"],
                      "accuracy": s.get("accuracy", {}).get("all", {}).get("accuracy"), "run_id": s["run_id"]})
     k = len(cfg.agents)
     together = session.run(BenchConfig(**{**base, "model": "spread", "n": n * k, "concurrency": concurrency * k}),
-                           label="all-at-once")
+                           label="all-at-once", items=items[:n * k])
     out = {"n_per_agent": n, "concurrency_per_agent": concurrency, "alone": rows, "sum_alone_tok_s": total,
            "all_at_once_tok_s": together["tok_s"], "all_at_once_p95_ms": together["latency_ms"]["p95"],
            "all_at_once_vs_sum_alone": round(together["tok_s"] / total, 3) if total and together["tok_s"] else None,
@@ -460,30 +461,36 @@ def main() -> None:
                     "allow_code_execution": args.allow_code_execution, "concurrency": args.concurrency[0]}
             modes_bc = BenchConfig(**{**base, "n": args.modes_n})
             modes_swarm = None
+            alone = args.alone_n and i == 0
             try:
+                # the tasks, read once for every run of this spec: each run takes the first n (a workload of n is
+                # the first n of a longer one with the same seed)
+                need = max(args.n, args.modes_n if compare else 0, args.alone_n * len(cfg.agents) if alone else 0)
+                items = workload(cfg, BenchConfig(**{**base, "n": need}), log)
                 with BenchSession(cfg, log) as session:  # one load for every run of this spec
                     entry["memory"] = session.memory
                     log("planned vs measured memory after load:\n" + format_table(memory_rows(session.memory)))
                     entry["benches"] = []
                     for c in args.concurrency:
-                        run = session.run(BenchConfig(**{**base, "concurrency": c}), label=f"{entry['name']}-c{c}")
+                        run = session.run(BenchConfig(**{**base, "concurrency": c}), label=f"{entry['name']}-c{c}",
+                                          items=items[:args.n])
                         entry["benches"].append(run)
                         entry.setdefault("bench", run)
                         log(format_table(summary_rows(run)))
                         save()
-                    if args.alone_n and i == 0:
+                    if alone:
                         entry["alone"] = alone_study(session, base, cfg, args.alone_n, args.alone_concurrency,
-                                                     entry["benches"], log)
+                                                     entry["benches"], log, items)
                         save()
                     if compare:
-                        modes_swarm = session.run(modes_bc, label="swarm-modes")
+                        modes_swarm = session.run(modes_bc, label="swarm-modes", items=items[:args.modes_n])
             except Exception as exc:
                 entry["errors"].append(f"bench: {exc}")
                 log(traceback.format_exc())
             save()
             if modes_swarm is not None:
                 try:
-                    res = compare_modes(cfg, modes_bc, log, swarm_summary=modes_swarm)
+                    res = compare_modes(cfg, modes_bc, log, swarm_summary=modes_swarm, items=items[:args.modes_n])
                     report["modes"], report["swap"], report["shared"] = res["modes"], res["swap"], res["shared"]
                     report["modes_swarm"] = modes_swarm
                 except Exception as exc:

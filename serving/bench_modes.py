@@ -125,9 +125,11 @@ def run_swap(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None] = pri
     return summary
 
 
-def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None], swarm_summary: dict) -> dict:
+def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None], swarm_summary: dict,
+                  items: list[WorkItem] | None = None) -> dict:
     """swap vs shared vs the co-resident swarm (``swarm_summary``, run at ``bc.concurrency``), all at
-    ``bc.concurrency`` requests in flight; returns the per-mode summaries and a table."""
+    ``bc.concurrency`` requests in flight, on ``items`` (default: ``bc``'s workload); returns the per-mode summaries
+    and a table."""
     from quantswarm.text_table import format_table
 
     conc = bc.concurrency
@@ -135,7 +137,8 @@ def compare_modes(cfg: SwarmConfig, bc: BenchConfig, log: Callable[[str], None],
         raise ValueError(f"the swarm run had concurrency {swarm_summary.get('concurrency')}, the modes run {conc}; "
                          "compare at one concurrency")
     name = cfg.default_agent()
-    items = workload(cfg, bc, log)  # from the full spec: the routed profile needs its router program
+    if items is None:
+        items = workload(cfg, bc, log)  # from the full spec: the routed profile needs its router program
     with BenchSession(single_agent(cfg, name, parallel=conc), log, bc.transport, bc.nats) as session:
         shared = session.run(BenchConfig(**{**asdict(bc), "model": name}), "shared", items)
     swap = run_swap(copy.deepcopy(cfg), bc, log, items)

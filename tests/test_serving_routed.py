@@ -200,3 +200,15 @@ def test_campaign_summary_has_speedup_vs_the_one_gpu_baseline_and_per_gpu_placem
     assert out["speedup_vs_one_gpu"] == {"two": {"5": 1.5, "20": 1.8}}
     assert out["specs"]["two"]["placement"] == {"a": {"gpus": ["0", "1"], "planned_vs_measured_mib": {
         "0": [140.0, 146.0], "1": [150.0, None]}}}
+
+
+def test_a_workload_of_n_is_the_first_n_of_a_longer_one(tmp_path):
+    """The serving campaign reads a spec's tasks once and gives each run the first n: that must equal the run's own
+    workload of n."""
+    from serving.bench import make_workload
+
+    prog, labels = make_router(tmp_path)
+    long, short = routed_workload(labels, prog, 50, seed=3), routed_workload(labels, prog, 7, seed=3)
+    assert [(it.id, it.messages) for it in long[:7]] == [(it.id, it.messages) for it in short]
+    long, short = make_workload("mixed", 30, rate=2.0, seed=3), make_workload("mixed", 7, rate=2.0, seed=3)
+    assert [(it.id, it.messages, it.at) for it in long[:7]] == [(it.id, it.messages, it.at) for it in short]
