@@ -215,6 +215,17 @@ class EnergyMeter:
 
     def wh_per_mtok(self, tokens: int) -> float | None:
         """Watt-hours per million tokens over the block (None without a meter or tokens)."""
-        if self.joules is None or tokens <= 0:
-            return None
-        return self.joules / 3600.0 / tokens * 1e6
+        return wh_per_mtok(self.joules, tokens)
+
+    @property
+    def avg_power_w(self) -> float | None:
+        """Mean power over the block, W to 0.1 (None without a reading)."""
+        return round(self.joules / self.seconds, 1) if self.joules is not None and self.seconds > 0 else None
+
+
+def wh_per_mtok(joules: float | None, tokens: int) -> float | None:
+    """Watt-hours per million generated tokens: ``joules`` / 3600 / ``tokens`` x 1e6 (None without joules or
+    tokens)."""
+    if joules is None or tokens <= 0:
+        return None
+    return joules / 3600.0 / tokens * 1e6

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from quantswarm.energy import EnergyMeter, GpuSample, device_label, sample
+from quantswarm.energy import EnergyMeter, GpuSample, device_label, sample, wh_per_mtok
 from quantswarm.errors import ConfigError
 from quantswarm.loaders import Item
 from quantswarm.registry import inspect_gguf, sha256_file
@@ -315,15 +315,14 @@ def energy_over_gpus(meters: dict[int, EnergyMeter], tokens: int) -> dict:
     """Energy of a run metered on several GPUs: ``per_gpu`` (joules, average W, Wh per 1M generated tokens, peak
     VRAM MiB per GPU index) and the totals ``joules``, ``avg_power_w`` (summed over GPUs) and ``wh_per_mtok``; the
     totals are None when any GPU has no reading."""
-    per = {g: {"joules": m.joules, "avg_power_w": round(m.joules / m.seconds, 1) if m.joules is not None and
-               m.seconds > 0 else None, "wh_per_mtok": m.wh_per_mtok(tokens), "vram_peak_mib": m.peak_vram_mib}
-           for g, m in meters.items()}
+    per = {g: {"joules": m.joules, "avg_power_w": m.avg_power_w, "wh_per_mtok": m.wh_per_mtok(tokens),
+               "vram_peak_mib": m.peak_vram_mib} for g, m in meters.items()}
     if any(m.joules is None for m in meters.values()):
         return {"per_gpu": per}
     joules = sum(m.joules for m in meters.values())
     seconds = max(m.seconds for m in meters.values())
     return {"per_gpu": per, "joules": joules, "avg_power_w": round(joules / seconds, 1) if seconds > 0 else None,
-            "wh_per_mtok": joules / 3600.0 / tokens * 1e6 if tokens > 0 else None}
+            "wh_per_mtok": wh_per_mtok(joules, tokens)}
 
 
 def accuracy(samples: list[Sample]) -> dict:
@@ -368,7 +367,7 @@ def summarize(samples: list[Sample], wall_s: float, meter: EnergyMeter | None, c
         "per_agent": dict(per_agent), "route_sources": dict(sources),
         "vram_peak_mib": meter.peak_vram_mib if meter else None,
         "joules": joules, "wh_per_mtok": meter.wh_per_mtok(tokens) if meter else None,
-        "avg_power_w": round(joules / meter.seconds, 1) if joules is not None and meter.seconds > 0 else None,
+        "avg_power_w": meter.avg_power_w if meter else None,
         **({"accuracy": accuracy(samples)} if cfg is not None else {}),
     }
 

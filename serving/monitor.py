@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantswarm.energy import GpuSample, nvml_ok, nvml_status, sample
+from quantswarm.energy import GpuSample, nvml_ok, nvml_status, sample, wh_per_mtok
 from quantswarm.errors import DataError
 
 COLUMNS = ["t", "gpu", "power_w", "energy_mj", "temp_c", "sm_util", "mem_util", "vram_used_mib", "vram_total_mib",
@@ -124,9 +124,7 @@ class EnergySummary:
 
     @property
     def wh_per_mtok(self) -> float | None:
-        if self.joules is None or self.tokens <= 0:
-            return None
-        return self.joules / 3600.0 / self.tokens * 1e6
+        return wh_per_mtok(self.joules, self.tokens)
 
 
 def energy_summary(rows: list[dict], tokens: int = 0, t0: float | None = None,
