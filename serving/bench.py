@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import random
 import signal
@@ -123,14 +124,20 @@ def make_workload(profile: str, n: int, rate: float, seed: int = 0, min_ctx: int
     return items
 
 
+@functools.cache
+def _eval_task(name: str):
+    """An eval task by name, read and validated once per process (a run scores hundreds of answers with it)."""
+    from evals.task import load_task
+
+    return load_task(name)
+
+
 def score(item: WorkItem, text: str, role: str) -> tuple[bool, str]:
     """(correct, extracted): an item of an eval task by that task's primary filter; other gold-bearing items when
     the gold appears in the answer; the rest when the answer passes validation."""
     if item.task and item.item is not None:
-        from evals.task import load_task
-
-        res = next(r for r in load_task(item.task).score(text, item.item,
-                                                         allow_code_execution=item.allow_code_execution) if r.primary)
+        res = next(r for r in _eval_task(item.task).score(text, item.item,
+                                                          allow_code_execution=item.allow_code_execution) if r.primary)
         return res.correct, res.extracted
     if item.gold:
         return item.gold.lower() in text.lower(), ""
