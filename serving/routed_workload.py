@@ -17,6 +17,7 @@ import json
 import random
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from quantswarm.errors import ConfigError, DataError
@@ -122,11 +123,8 @@ def routed_workload(labels: str | Path, program_dir: str | Path, n: int, seed: i
         raise DataError(f"{labels}: no held-out item left to serve")
     rng = random.Random(seed)
     rng.shuffle(items)
-    out = [items[i % len(items)] for i in range(n)]
-    if n > len(items):
-        say(f"routed workload: {n} tasks from {len(items)} held-out items (each served about {n / len(items):.1f}x)")
-    for i, it in enumerate(out):
-        if i >= len(items):  # a repeat: its own id, so the bus does not drop it as a duplicate
-            out[i] = WorkItem(f"{it.id}-r{i // len(items)}", it.kind, it.messages, gold=it.gold, task=it.task,
-                              item=it.item, allow_code_execution=it.allow_code_execution)
-    return out
+    m = len(items)
+    if n > m:
+        say(f"routed workload: {n} tasks from {m} held-out items (each served about {n / m:.1f}x)")
+    # a repeat gets its own id, so the bus does not drop it as a duplicate
+    return [items[i] if i < m else replace(items[i % m], id=f"{items[i % m].id}-r{i // m}") for i in range(n)]
