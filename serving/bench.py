@@ -496,9 +496,8 @@ class BenchSession:
     def gpus(self) -> list[int]:
         """The GPUs the plan uses (CUDA indices, first = ``vram.gpu`` when used), else ``[vram.gpu]``: each run
         meters every one of them."""
-        used = sorted({d for a in self.swarm.plan.agents.values() for d in a.devices})
-        first = self.cfg.vram.gpu
-        return [first] + [g for g in used if g != first] if first in used or not used else used
+        used = sorted({d for a in self.swarm.plan.agents.values() for d in a.devices}) or [self.cfg.vram.gpu]
+        return sorted(used, key=lambda g: g != self.cfg.vram.gpu)  # stable: vram.gpu first, the rest in order
 
     def run(self, bc: BenchConfig, label: str = "swarm", items: list[WorkItem] | None = None) -> dict:
         """One load of ``bc`` (its workload, or ``items``) on the loaded swarm; writes rows + summary JSON and
