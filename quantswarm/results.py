@@ -60,6 +60,8 @@ SCHEMA = pa.schema(
         ("finish_reason", pa.string()),  # stop | length | error | logprob ("" when unknown)
         ("choice_logprobs", pa.map_(pa.string(), pa.float64())),  # per-choice log-probabilities (logprob tasks)
         ("data_source", pa.string()),  # where the item came from: local file path, hub, shipped sample
+        ("route", pa.string()),  # served requests: how the agent was chosen (named | router | default | router-error
+        #                          | router-unknown); "" for evals
         ("device", pa.string()),  # e.g. "cpu (2 cores)" or "NVIDIA H100 80GB HBM3"
         ("versions", pa.string()),  # JSON of producing versions (quantswarm, llama-cpp-python, ...)
         ("timestamp", pa.timestamp("us", tz="UTC")),
@@ -71,7 +73,7 @@ KEY = ["run_id", "agent", "task", "item_id", "filter"]
 IDENTITY = ("agent", "model_sha", "task", "task_version", "item_id", "seed", "temperature", "max_tokens", "n_ctx")
 # columns added after schema 1: parts written before them read back with these values
 ADDED = {"temperature": 0.0, "max_tokens": 0, "n_ctx": 0, "finish_reason": "", "choice_logprobs": None,
-         "data_source": ""}
+         "data_source": "", "route": ""}
 
 
 @dataclass
@@ -111,6 +113,7 @@ class ResultRow:
     finish_reason: str = ""
     choice_logprobs: dict[str, float] | None = None
     data_source: str = ""
+    route: str = ""
     device: str = ""
     versions: str = "{}"
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -18,6 +18,7 @@ import functools
 import json
 import random
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -438,7 +439,8 @@ def to_rows(samples: list[Sample], cfg: SwarmConfig, bc: BenchConfig, run_id: st
             output=s.text if s.ok else f"[error] {s.error}", extracted=s.extracted, gold=s.item.gold,
             correct=s.ok and s.correct, source="bench", backend="llama-server",
             subject=s.item.kind, prompt_hash=prompt_hash(prompt), prompt=prompt, prompt_tokens=s.prompt_tokens,
-            completion_tokens=s.completion_tokens, latency_ms=s.latency_ms, seed=bc.seed, device=device,
+            completion_tokens=s.completion_tokens, latency_ms=s.latency_ms, seed=bc.seed, route=s.route_source,
+            device=device,
             versions=versions,
         ))
     return rows
@@ -530,6 +532,13 @@ class BenchSession:
             wall = time.perf_counter() - t0
         bar.close()
         summary = summarize(samples, wall, meter, cfg)
+        missed = {k: v for k, v in summary["route_sources"].items() if k in ("default", "router-error",
+                                                                               "router-unknown")}
+        if missed and cfg.router.program:  # said here and in each row's `route`, never silently
+            note = (f"note: {label}: {sum(missed.values())} of {summary['ok']} model=auto requests did not get the "
+                    f"router's decision and went to {cfg.default_agent()!r} ({missed})")
+            print(note, file=sys.stderr)
+            self.log(note)
         if len(meters) > 1:
             summary.update(energy_over_gpus(meters, summary["completion_tokens"]))
         summary.update({"run_id": run_id, "label": label, "transport": bc.transport, "profile": bc.profile,

@@ -153,6 +153,7 @@ def test_routed_loads_at_two_concurrencies_in_one_swarm_load(smollm2, tmp_path):
         assert acc["all"]["n"] == 4 and sum(v["n"] for k, v in acc.items() if k.startswith("kind:")) == 4
     rows = ResultsTable(tmp_path / "results").read(source="bench")
     assert len(rows) == 8 and set(rows.subject) <= {"easy", "mmlu"} and set(rows.task) == {"serving-routed"}
+    assert set(rows.route) == {"router"}
     # the rows' correct column is the summary's count
     assert rows.correct.sum() == sum(r["accuracy"]["all"]["correct"] for r in runs)
     with pytest.raises(ConfigError, match="needs --labels"):
@@ -212,3 +213,16 @@ def test_a_workload_of_n_is_the_first_n_of_a_longer_one(tmp_path):
     assert [(it.id, it.messages) for it in long[:7]] == [(it.id, it.messages) for it in short]
     long, short = make_workload("mixed", 30, rate=2.0, seed=3), make_workload("mixed", 7, rate=2.0, seed=3)
     assert [(it.id, it.messages, it.at) for it in long[:7]] == [(it.id, it.messages, it.at) for it in short]
+
+
+def test_requests_the_router_could_not_place_are_said_on_stderr_and_in_the_row(smollm2, tmp_path, capsys):
+    prog, labels = make_router(tmp_path, agents=("ghost", "phantom"))  # a program for agents this swarm lacks
+    cfg = load_swarm(write_spec(tmp_path, smollm2, prog))
+    bc = BenchConfig(n=3, profile="routed", labels=str(labels), max_tokens=2, transport="bus", closed_loop=True,
+                     concurrency=1, results=str(tmp_path / "results"), out=str(tmp_path / "out"))
+    with BenchSession(cfg, lambda _m: None) as session:
+        run = session.run(bc, label="lost")
+    assert run["route_sources"] == {"router-unknown": 3}
+    assert "note: lost: 3 of 3 model=auto requests did not get the router's decision and went to 'chat'" in \
+        capsys.readouterr().err
+    assert set(ResultsTable(tmp_path / "results").read(source="bench").route) == {"router-unknown"}
